@@ -1,0 +1,2 @@
+//! Sensor kinds, metrics and rules.
+pub mod spec;

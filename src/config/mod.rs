@@ -1,0 +1,184 @@
+//! Typed configuration.
+//!
+//! Three layers, later ones winning: the built-in defaults (`config/citygate.toml` and
+//! `config/catalog/*.toml`, embedded in the binary), a file given with `-c`, and environment
+//! variables `CITYGATE__SECTION__KEY`. Every struct denies unknown fields and documents each
+//! field; [`load`] reports every problem at once, each with its key path.
+
+mod duration;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use duration::Dur;
+pub use load::{load, load_with_env, ConfigError, ConfigProblem, Source, BUILTIN_CATALOG};
+
+use crate::catalog::spec::{KindSpec, RuleOverride};
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    pub gateway: GatewayConfig,
+    /// The HTTP API.
+    pub http: HttpConfig,
+    /// The embedded SQLite store.
+    pub sqlite: SqliteConfig,
+    /// Checks every reading goes through before rules see it.
+    pub validation: ValidationConfig,
+    /// How alerts are shown.
+    pub alerts: AlertsConfig,
+    /// Sensor kinds, metrics and default rules, by kind name.
+    #[serde(default)]
+    pub catalog: BTreeMap<String, KindSpec>,
+    /// Known sensors and their per-sensor settings, by sensor id.
+    #[serde(default)]
+    pub sensors: BTreeMap<String, SensorSpec>,
+}
+
+/// Process-wide settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Directory for the SQLite store and other local state; created if missing.
+    pub data_dir: PathBuf,
+    /// IANA time zone for time-of-day rule schedules, e.g. "Asia/Shanghai".
+    pub timezone: String,
+    /// Readings per batch handed from sources to the pipeline.
+    pub batch_max: usize,
+    /// Capacity, in batches, of the bounded channels between stages.
+    pub channel_capacity: usize,
+    /// How often the deadman check runs against the wall clock.
+    pub deadman_interval: Dur,
+}
+
+/// The HTTP API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The embedded SQLite store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// Database file, relative to `gateway.data_dir` unless absolute.
+    pub path: PathBuf,
+    /// Readings, dead letters and resolved alerts older than this are pruned.
+    pub retention: Dur,
+    /// How often retention pruning runs.
+    pub prune_interval: Dur,
+    /// Raw payloads kept with dead letters are cut to this many bytes.
+    pub dead_letter_raw_max: usize,
+}
+
+/// What to do with a reading from a sensor or metric the gateway does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownPolicy {
+    /// Take it (a new sensor needs its kind in the payload or route).
+    Accept,
+    /// Dead-letter it.
+    Reject,
+}
+
+/// What to do with suspect readings (spikes, flat lines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspectPolicy {
+    /// Store them, keep them away from threshold rules, raise a "sensor fault" info alert.
+    Store,
+    /// Store them and let them drive rules too (still raising the sensor-fault alert).
+    StoreAndEvaluate,
+    /// Dead-letter them.
+    Reject,
+}
+
+/// Checks every reading goes through before rules see it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// A device timestamp further than this in the future is rejected.
+    pub max_future_skew: Dur,
+    /// A device timestamp older than this is rejected as stale.
+    pub max_age: Dur,
+    /// Readings from sensors not listed under `sensors`.
+    pub unknown_sensor: UnknownPolicy,
+    /// Readings of metrics the sensor's kind does not define.
+    pub unknown_metric: UnknownPolicy,
+    /// What happens to suspect readings.
+    pub suspect: SuspectPolicy,
+    /// A flat line is this many identical consecutive values...
+    pub flatline_count: u32,
+    /// ...spanning at least this long.
+    pub flatline_duration: Dur,
+}
+
+/// How alerts are shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Print every alert event on the console.
+    pub console: bool,
+    /// Suspect readings raise a `sensor_fault` info alert.
+    pub sensor_fault_alerts: bool,
+}
+
+/// A known sensor and its own settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorSpec {
+    /// The sensor's kind, a key of `catalog`.
+    pub kind: String,
+    /// Tags stored with its readings, e.g. district and site.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// A profile of its kind, e.g. the GB 3838 class "II" for a river section.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Rule overrides by rule name, e.g. this station's warning and guaranteed water levels.
+    #[serde(default)]
+    pub rules: BTreeMap<String, RuleOverride>,
+    /// Metric range overrides by metric name.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricOverride>,
+    /// Overrides the kind's deadman time.
+    #[serde(default)]
+    pub offline_after: Option<Dur>,
+}
+
+/// The parts of a metric a sensor may change.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricOverride {
+    /// Replaces the plausible minimum.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Replaces the plausible maximum.
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Replaces the maximum rate of change per hour.
+    #[serde(default)]
+    pub max_rate_per_hour: Option<f64>,
+}
+
+impl Config {
+    /// The SQLite file path, resolved against the data directory.
+    pub fn sqlite_path(&self) -> PathBuf {
+        if self.sqlite.path.is_absolute() {
+            self.sqlite.path.clone()
+        } else {
+            self.gateway.data_dir.join(&self.sqlite.path)
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! Turns the layered config tree into a [`Config`], gathering every problem before failing.
+//!
+//! serde stops at the first error, so the tree is deserialized piece by piece (each section,
+//! each kind, metric, rule, profile and sensor on its own) and every failed piece adds one
+//! problem with its full key path. Checks that serde cannot express (a rule naming a metric
+//! its kind lacks, levels in the wrong order, an unknown time zone) run on the pieces that did
+//! parse, so one mistake does not hide another.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::load::{ConfigError, ConfigProblem};
+use super::{
+    AlertsConfig, Config, GatewayConfig, HttpConfig, SensorSpec, SqliteConfig, ValidationConfig,
+};
+use crate::catalog::spec::{parse_hhmm, KindSpec, Levels, MetricSpec, ProfileSpec, RuleSpec};
+
+const TOP_KEYS: &[&str] = &[
+    "gateway",
+    "http",
+    "sqlite",
+    "validation",
+    "alerts",
+    "catalog",
+    "sensors",
+];
+
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes one piece; on failure records the problem at its full path.
+    fn de<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let at = join(path, if inner == "." { "" } else { &inner });
+                let (at, message) = humanize(at, &e.into_inner().to_string());
+                self.push(at, message);
+                None
+            }
+        }
+    }
+
+    /// A required section: missing means a problem.
+    fn section<T: DeserializeOwned>(&mut self, root: &mut Map<String, Value>, key: &str) -> Option<T> {
+        match root.remove(key) {
+            Some(v) => self.de(key, v),
+            None => {
+                self.push(key, "missing section");
+                None
+            }
+        }
+    }
+
+    /// A table of pieces keyed by name, each deserialized on its own.
+    fn table<T: DeserializeOwned>(&mut self, path: &str, value: Option<Value>) -> BTreeMap<String, T> {
+        let mut out = BTreeMap::new();
+        match value {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for (k, v) in map {
+                    if let Some(t) = self.de(&join(path, &k), v) {
+                        out.insert(k, t);
+                    }
+                }
+            }
+            Some(other) => self.push(path, format!("expected a table, found {}", type_name(&other))),
+        }
+        out
+    }
+}
+
+fn join(path: &str, inner: &str) -> String {
+    if inner.is_empty() {
+        path.to_string()
+    } else if path.is_empty() {
+        inner.to_string()
+    } else if inner.starts_with('[') {
+        format!("{path}{inner}")
+    } else {
+        format!("{path}.{inner}")
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "a table",
+    }
+}
+
+/// Rewrites serde's wording into what a config author needs: which key, and what it wants.
+fn humanize(path: String, msg: &str) -> (String, String) {
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        return (join(&path, field), "required key is missing".to_string());
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let expected = rest
+            .split_once("expected ")
+            .map(|(_, e)| e.replace('`', ""))
+            .unwrap_or_default();
+        let at = if path.ends_with(field) { path } else { join(&path, field) };
+        let message = if expected.is_empty() {
+            "unknown key".to_string()
+        } else {
+            format!("unknown key (expected {expected})")
+        };
+        return (at, message);
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        let value = rest.split('`').next().unwrap_or_default();
+        let expected = rest
+            .split_once("expected ")
+            .map(|(_, e)| e.replace('`', ""))
+            .unwrap_or_default();
+        return (path, format!("unknown value {value:?} (expected {expected})"));
+    }
+    if let Some(rest) = msg.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            let expected = match expected {
+                "f64" | "f32" => "a number",
+                "usize" | "u64" | "u32" | "u16" | "u8" | "i64" | "i32" => "a whole number",
+                "a boolean" => "true or false",
+                other => other,
+            };
+            return (path, format!("expected {expected}, found {found}"));
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("invalid value: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            return (path, format!("expected {expected}, found {found}"));
+        }
+    }
+    (path, msg.to_string())
+}
+
+pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
+    let mut p = Problems::default();
+    let mut root = match tree {
+        Value::Object(map) => map,
+        other => {
+            p.push("", format!("expected a table at the top, found {}", type_name(&other)));
+            return Err(ConfigError { problems: p.0 });
+        }
+    };
+    let unknown: Vec<String> = root
+        .keys()
+        .filter(|k| !TOP_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for k in unknown {
+        p.push(k, format!("unknown section (expected one of {})", TOP_KEYS.join(", ")));
+    }
+
+    let gateway: Option<GatewayConfig> = p.section(&mut root, "gateway");
+    let http: Option<HttpConfig> = p.section(&mut root, "http");
+    let sqlite: Option<SqliteConfig> = p.section(&mut root, "sqlite");
+    let validation: Option<ValidationConfig> = p.section(&mut root, "validation");
+    let alerts: Option<AlertsConfig> = p.section(&mut root, "alerts");
+    let catalog = catalog(&mut p, root.remove("catalog"));
+    let sensors: BTreeMap<String, SensorSpec> = p.table("sensors", root.remove("sensors"));
+
+    if let Some(g) = &gateway {
+        check_gateway(&mut p, g);
+    }
+    if let Some(h) = &http {
+        if h.max_body_bytes == 0 {
+            p.push("http.max_body_bytes", "must be greater than 0");
+        }
+    }
+    if let Some(s) = &sqlite {
+        if s.retention.0.is_zero() {
+            p.push("sqlite.retention", "must be longer than 0s");
+        }
+        if s.prune_interval.0.is_zero() {
+            p.push("sqlite.prune_interval", "must be longer than 0s");
+        }
+    }
+    if let Some(v) = &validation {
+        if v.flatline_count < 2 {
+            p.push("validation.flatline_count", "must be at least 2");
+        }
+        if v.max_future_skew.0.is_zero() {
+            p.push("validation.max_future_skew", "must be longer than 0s");
+        }
+        if v.max_age.0.is_zero() {
+            p.push("validation.max_age", "must be longer than 0s");
+        }
+    }
+    for (id, sensor) in &sensors {
+        check_sensor(&mut p, id, sensor, &catalog);
+    }
+
+    match (gateway, http, sqlite, validation, alerts) {
+        (Some(gateway), Some(http), Some(sqlite), Some(validation), Some(alerts)) if p.0.is_empty() => {
+            Ok(Config {
+                gateway,
+                http,
+                sqlite,
+                validation,
+                alerts,
+                catalog: catalog.into_iter().map(|(k, v)| (k, v.spec)).collect(),
+                sensors,
+            })
+        }
+        _ => Err(ConfigError { problems: p.0 }),
+    }
+}
+
+fn check_gateway(p: &mut Problems, g: &GatewayConfig) {
+    if chrono_tz::Tz::from_str(&g.timezone).is_err() {
+        p.push(
+            "gateway.timezone",
+            format!("unknown time zone {:?} (use an IANA name like \"Asia/Shanghai\")", g.timezone),
+        );
+    }
+    if g.batch_max == 0 {
+        p.push("gateway.batch_max", "must be at least 1");
+    }
+    if g.channel_capacity == 0 {
+        p.push("gateway.channel_capacity", "must be at least 1");
+    }
+    if g.deadman_interval.0.is_zero() {
+        p.push("gateway.deadman_interval", "must be longer than 0s");
+    }
+}
+
+/// A kind as parsed, with the raw names of its pieces so that references to a piece that
+/// failed to parse are not reported a second time.
+struct ParsedKind {
+    spec: KindSpec,
+    metric_names: BTreeSet<String>,
+    rule_names: BTreeSet<String>,
+    profile_names: BTreeSet<String>,
+}
+
+fn catalog(p: &mut Problems, value: Option<Value>) -> BTreeMap<String, ParsedKind> {
+    let mut out = BTreeMap::new();
+    let map = match value {
+        None | Some(Value::Null) => return out,
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            p.push("catalog", format!("expected a table of kinds, found {}", type_name(&other)));
+            return out;
+        }
+    };
+    for (kind, value) in map {
+        let path = format!("catalog.{kind}");
+        if let Some(parsed) = parse_kind(p, &path, value) {
+            out.insert(kind, parsed);
+        }
+    }
+    out
+}
+
+fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> {
+    let mut map = match value {
+        Value::Object(map) => map,
+        other => {
+            p.push(path, format!("expected a table, found {}", type_name(&other)));
+            return None;
+        }
+    };
+    let metrics_v = map.remove("metrics");
+    let rules_v = map.remove("rules");
+    let profiles_v = map.remove("profiles");
+    let metric_names = names_of_table(&metrics_v);
+    let profile_names = names_of_table(&profiles_v);
+
+    let base: Option<KindSpec> = p.de(path, Value::Object(map));
+    let metrics: BTreeMap<String, MetricSpec> = p.table(&format!("{path}.metrics"), metrics_v);
+    if metric_names.is_empty() {
+        p.push(format!("{path}.metrics"), "a kind needs at least one metric");
+    }
+    for (name, m) in &metrics {
+        check_metric(p, &format!("{path}.metrics.{name}"), m);
+    }
+
+    let mut rules = Vec::new();
+    let mut rule_names = BTreeSet::new();
+    match rules_v {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let rpath = format!("{path}.rules[{i}]");
+                if let Some(name) = item.get("name").and_then(Value::as_str) {
+                    if !rule_names.insert(name.to_string()) {
+                        p.push(format!("{rpath}.name"), format!("rule name {name:?} is used twice in this kind"));
+                    }
+                }
+                if let Some(rule) = p.de::<RuleSpec>(&rpath, item) {
+                    check_rule(p, &rpath, &rule, &metric_names);
+                    rules.push(rule);
+                }
+            }
+        }
+        Some(other) => p.push(
+            format!("{path}.rules"),
+            format!("expected an array of rules ([[{path}.rules]]), found {}", type_name(&other)),
+        ),
+    }
+
+    let profiles: BTreeMap<String, ProfileSpec> = p.table(&format!("{path}.profiles"), profiles_v);
+    for (name, profile) in &profiles {
+        for (rule, o) in &profile.rules {
+            let opath = format!("{path}.profiles.{name}.rules.{rule}");
+            if !rule_names.contains(rule) {
+                p.push(&opath, format!("no rule named {rule:?} in this kind"));
+            }
+            check_levels(p, &format!("{opath}.above"), o.above.as_ref(), true);
+            check_levels(p, &format!("{opath}.below"), o.below.as_ref(), false);
+        }
+    }
+
+    let mut spec = base?;
+    for (rule, o) in &spec.overrides {
+        let opath = format!("{path}.overrides.{rule}");
+        if !rule_names.contains(rule) {
+            p.push(&opath, format!("no rule named {rule:?} in this kind"));
+        }
+        check_levels(p, &format!("{opath}.above"), o.above.as_ref(), true);
+        check_levels(p, &format!("{opath}.below"), o.below.as_ref(), false);
+    }
+    if let Some(d) = spec.offline_after {
+        if d.0.is_zero() {
+            p.push(format!("{path}.offline_after"), "must be longer than 0s");
+        }
+    }
+    if let Some(dp) = &spec.default_profile {
+        if !profile_names.contains(dp) {
+            p.push(format!("{path}.default_profile"), format!("no profile named {dp:?} in this kind"));
+        }
+    }
+    spec.metrics = metrics;
+    spec.rules = rules;
+    spec.profiles = profiles;
+    Some(ParsedKind {
+        spec,
+        metric_names,
+        rule_names,
+        profile_names,
+    })
+}
+
+fn names_of_table(v: &Option<Value>) -> BTreeSet<String> {
+    match v {
+        Some(Value::Object(m)) => m.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+fn check_metric(p: &mut Problems, path: &str, m: &MetricSpec) {
+    if !m.min.is_finite() || !m.max.is_finite() || m.min >= m.max {
+        p.push(format!("{path}.max"), format!("the range {}..{} is empty: max must be above min", m.min, m.max));
+    }
+    if let Some(r) = m.max_rate_per_hour {
+        if !(r > 0.0 && r.is_finite()) {
+            p.push(format!("{path}.max_rate_per_hour"), "must be a positive number");
+        }
+    }
+    if let Some(r) = m.rollover {
+        if !m.counter {
+            p.push(format!("{path}.rollover"), "only counters roll over: set counter = true");
+        }
+        if !(r > 0.0 && r.is_finite()) {
+            p.push(format!("{path}.rollover"), "must be a positive number");
+        }
+    }
+}
+
+fn check_levels(p: &mut Problems, path: &str, levels: Option<&Levels>, rising: bool) {
+    let Some(levels) = levels else { return };
+    if levels.is_empty() {
+        p.push(path, "no levels given (use info, warning, major or critical)");
+        return;
+    }
+    let mut prev: Option<(crate::model::Severity, f64)> = None;
+    for (sev, v) in levels.iter() {
+        if !v.is_finite() {
+            p.push(format!("{path}.{sev}"), "must be a finite number");
+        }
+        if let Some((psev, pv)) = prev {
+            let ordered = if rising { v >= pv } else { v <= pv };
+            if !ordered {
+                let dir = if rising { "at or above" } else { "at or below" };
+                p.push(
+                    format!("{path}.{sev}"),
+                    format!("{sev} level {v} must be {dir} the {psev} level {pv}"),
+                );
+            }
+        }
+        prev = Some((sev, v));
+    }
+}
+
+fn check_rule(p: &mut Problems, path: &str, rule: &RuleSpec, metrics: &BTreeSet<String>) {
+    if rule.name.trim().is_empty() {
+        p.push(format!("{path}.name"), "must not be empty");
+    }
+    if !metrics.contains(&rule.metric) {
+        p.push(format!("{path}.metric"), format!("no metric named {:?} in this kind", rule.metric));
+    }
+    check_levels(p, &format!("{path}.above"), rule.above.as_ref(), true);
+    check_levels(p, &format!("{path}.below"), rule.below.as_ref(), false);
+    match (rule.window, rule.aggregate) {
+        (Some(_), None) => p.push(format!("{path}.aggregate"), "a window needs an aggregate (sum, mean, max or min)"),
+        (None, Some(_)) => p.push(format!("{path}.window"), "an aggregate needs a window, e.g. window = \"3h\""),
+        (Some(w), Some(_)) if w.0.is_zero() => p.push(format!("{path}.window"), "must be longer than 0s"),
+        _ => {}
+    }
+    if rule.window.is_some() && rule.rate_per.is_some() {
+        p.push(format!("{path}.rate_per"), "a rule compares either a window aggregate or a rate, not both");
+    }
+    if let Some(r) = rule.rate_per {
+        if r.0.is_zero() {
+            p.push(format!("{path}.rate_per"), "must be longer than 0s");
+        }
+    }
+    if !(rule.hysteresis >= 0.0 && rule.hysteresis.is_finite()) {
+        p.push(format!("{path}.hysteresis"), "must be zero or a positive number");
+    }
+    for (i, span) in rule.schedule.iter().enumerate() {
+        let spath = format!("{path}.schedule[{i}]");
+        let from = parse_hhmm(&span.from);
+        let to = parse_hhmm(&span.to);
+        if from.is_none() {
+            p.push(format!("{spath}.from"), format!("expected a local time \"HH:MM\", found {:?}", span.from));
+        }
+        if to.is_none() {
+            p.push(format!("{spath}.to"), format!("expected a local time \"HH:MM\", found {:?}", span.to));
+        }
+        if from.is_some() && from == to {
+            p.push(&spath, "from and to are the same time: the span is empty");
+        }
+        if span.above.is_none() && span.below.is_none() {
+            p.push(&spath, "a schedule span needs above or below levels");
+        }
+        check_levels(p, &format!("{spath}.above"), span.above.as_ref(), true);
+        check_levels(p, &format!("{spath}.below"), span.below.as_ref(), false);
+    }
+}
+
+fn check_sensor(p: &mut Problems, id: &str, sensor: &SensorSpec, catalog: &BTreeMap<String, ParsedKind>) {
+    let path = format!("sensors.{id}");
+    if id.trim().is_empty() {
+        p.push(&path, "a sensor id must not be empty");
+    }
+    let Some(kind) = catalog.get(&sensor.kind) else {
+        let kinds: Vec<&str> = catalog.keys().map(String::as_str).collect();
+        p.push(
+            format!("{path}.kind"),
+            format!("unknown kind {:?} (known kinds: {})", sensor.kind, kinds.join(", ")),
+        );
+        return;
+    };
+    if let Some(profile) = &sensor.profile {
+        if !kind.profile_names.contains(profile) {
+            let known: Vec<&str> = kind.profile_names.iter().map(String::as_str).collect();
+            p.push(
+                format!("{path}.profile"),
+                format!("kind {} has no profile {profile:?} (known: {})", sensor.kind, known.join(", ")),
+            );
+        }
+    }
+    for (rule, o) in &sensor.rules {
+        let opath = format!("{path}.rules.{rule}");
+        if !kind.rule_names.contains(rule) {
+            p.push(&opath, format!("kind {} has no rule named {rule:?}", sensor.kind));
+        }
+        check_levels(p, &format!("{opath}.above"), o.above.as_ref(), true);
+        check_levels(p, &format!("{opath}.below"), o.below.as_ref(), false);
+    }
+    for (metric, o) in &sensor.metrics {
+        let mpath = format!("{path}.metrics.{metric}");
+        if !kind.metric_names.contains(metric) {
+            p.push(&mpath, format!("kind {} has no metric named {metric:?}", sensor.kind));
+        }
+        if let (Some(min), Some(max)) = (o.min, o.max) {
+            if min >= max {
+                p.push(format!("{mpath}.max"), "max must be above min");
+            }
+        }
+    }
+    for key in sensor.tags.keys() {
+        if key.trim().is_empty() {
+            p.push(format!("{path}.tags"), "a tag name must not be empty");
+        }
+    }
+    if let Some(d) = sensor.offline_after {
+        if d.0.is_zero() {
+            p.push(format!("{path}.offline_after"), "must be longer than 0s");
+        }
+    }
+}

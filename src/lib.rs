@@ -1,0 +1,26 @@
+//! citygate: a smart-city sensor ingestion gateway.
+//!
+//! Field devices' readings come in (HTTP today; MQTT and Modbus next), are decoded, validated,
+//! checked against threshold rules, stored, and raise alerts for operators.
+//!
+//! # Layout
+//! - [`config`]: typed config in three layers (defaults, file, env), validated all at once.
+//! - [`model`]: `Reading`, `Batch`, `Alert` and friends: the data that flows.
+//! - [`catalog`]: sensor kinds, metrics, units, ranges and default rules, compiled for lookup.
+//! - [`codec`]: payload decoders (JSON, SenML, line protocol, bare values), each with its own errors.
+//! - [`pipeline`]: pure synchronous validation, rules and the alert lifecycle; no I/O.
+//! - [`sinks`]: where readings, alerts and dead letters are committed (SQLite today).
+//! - [`http`]: the axum API: ingest, queries, health.
+//! - [`app`]: wiring: sources → pipeline → store, with bounded channels and commit acks.
+//! - [`demo`]: the default run with a simulated fleet.
+
+pub mod app;
+pub mod catalog;
+pub mod codec;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod model;
+pub mod pipeline;
+pub mod sinks;
+pub mod telemetry;

@@ -1,0 +1,2 @@
+//! Where readings, alerts and dead letters are committed.
+pub mod sqlite;
