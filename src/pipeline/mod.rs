@@ -1,1 +1,525 @@
-//! TODO
+//! The pipeline: validation, threshold rules and the alert lifecycle.
+//!
+//! Plain synchronous code with no I/O and no clock of its own: every call takes `now`, and
+//! rules run on reading timestamps, so a replay of the same readings raises the same alerts.
+//! It owns all per-sensor state (last values for spike and flat-line checks, rolling windows,
+//! active alerts) and is driven by one task, so the hot path takes no locks.
+//!
+//! [`Pipeline::process`] turns a [`Batch`] into an [`Output`]: the accepted readings (with
+//! their quality and resolved kind), the dead letters with their reasons, the alert events,
+//! and the alerts whose stored state changed. The caller commits the output to the store and
+//! only then acknowledges the input.
+
+mod alerts;
+mod validate;
+pub mod window;
+
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use rustc_hash::FxHashMap;
+
+use crate::catalog::{Catalog, SensorProfile};
+use crate::config::{Config, SuspectPolicy, UnknownPolicy};
+use crate::model::{Alert, AlertState, Batch, DeadLetter, Reading, Tags, TimestampMs};
+
+pub use alerts::{AckError, FAULT_RULE, OFFLINE_RULE};
+use alerts::{ActiveAlert, AlertRef, Slot};
+use validate::{MetricState, Verdict};
+use window::Window;
+
+/// Validation and alert settings, resolved from config to plain numbers.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_future_skew_ms: i64,
+    pub max_age_ms: i64,
+    pub unknown_sensor: UnknownPolicy,
+    pub unknown_metric: UnknownPolicy,
+    pub suspect: SuspectPolicy,
+    pub flatline_count: u32,
+    pub flatline_ms: i64,
+    pub fault_alerts: bool,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        let v = &c.validation;
+        Settings {
+            max_future_skew_ms: v.max_future_skew.as_millis(),
+            max_age_ms: v.max_age.as_millis(),
+            unknown_sensor: v.unknown_sensor,
+            unknown_metric: v.unknown_metric,
+            suspect: v.suspect,
+            flatline_count: v.flatline_count,
+            flatline_ms: v.flatline_duration.as_millis(),
+            fault_alerts: c.alerts.sensor_fault_alerts,
+        }
+    }
+}
+
+/// A sensor first seen in this output, for the store's sensor registry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewSensor {
+    pub id: CompactString,
+    pub kind: CompactString,
+    pub tags: Option<Tags>,
+    pub first_seen: TimestampMs,
+}
+
+/// Counts for the metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub received: u64,
+    pub accepted: u64,
+    pub suspect: u64,
+    /// Rejections by reason (a handful of distinct reasons, so a small vector).
+    pub rejected: Vec<(&'static str, u64)>,
+}
+
+impl Stats {
+    fn reject(&mut self, reason: &'static str) {
+        match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.rejected.push((reason, 1)),
+        }
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// What one call into the pipeline produced; commit it as one unit.
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    pub accepted: Vec<Reading>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub events: Vec<crate::model::AlertEvent>,
+    /// Alerts whose stored state changed (raised, updated, escalated, resolved, acked).
+    pub alerts: Vec<Alert>,
+    pub new_sensors: Vec<NewSensor>,
+    pub stats: Stats,
+}
+
+impl Output {
+    pub fn is_empty(&self) -> bool {
+        self.accepted.is_empty()
+            && self.dead_letters.is_empty()
+            && self.events.is_empty()
+            && self.alerts.is_empty()
+            && self.new_sensors.is_empty()
+    }
+}
+
+struct RuleState {
+    window: Window,
+    prev: Option<(i64, f64)>,
+    /// Since when (reading time) a raise or escalation has been waiting for its `for`.
+    pending: Option<i64>,
+    active: Option<ActiveAlert>,
+}
+
+struct SensorState {
+    profile: Arc<SensorProfile>,
+    last_seen: TimestampMs,
+    metrics: Vec<MetricState>,
+    rules: Vec<RuleState>,
+    offline: Option<ActiveAlert>,
+}
+
+impl SensorState {
+    fn new(profile: Arc<SensorProfile>, now: TimestampMs) -> Self {
+        SensorState {
+            metrics: (0..profile.metrics.len()).map(|_| MetricState::default()).collect(),
+            rules: (0..profile.rules.len())
+                .map(|_| RuleState {
+                    window: Window::default(),
+                    prev: None,
+                    pending: None,
+                    active: None,
+                })
+                .collect(),
+            profile,
+            last_seen: now,
+            offline: None,
+        }
+    }
+
+    fn slot(&mut self, slot: Slot) -> Option<&mut Option<ActiveAlert>> {
+        match slot {
+            Slot::Rule(i) => self.rules.get_mut(i as usize).map(|r| &mut r.active),
+            Slot::Fault(i) => self.metrics.get_mut(i as usize).map(|m| &mut m.fault),
+            Slot::Offline => Some(&mut self.offline),
+        }
+    }
+}
+
+/// Local time-of-day lookups, cached per quarter hour (zone offsets change on such bounds).
+struct LocalTime {
+    tz: chrono_tz::Tz,
+    key: i64,
+    offset_s: i64,
+}
+
+impl LocalTime {
+    fn minute_of_day(&mut self, ts: TimestampMs) -> u32 {
+        use chrono::{Offset, TimeZone};
+        let key = ts.div_euclid(900_000);
+        if key != self.key {
+            if let Some(utc) = chrono::DateTime::from_timestamp_millis(ts) {
+                self.offset_s = i64::from(self.tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc());
+                self.key = key;
+            }
+        }
+        ((ts.div_euclid(1000) + self.offset_s).rem_euclid(86_400) / 60) as u32
+    }
+}
+
+/// The pipeline. See the module docs.
+pub struct Pipeline {
+    catalog: Arc<Catalog>,
+    settings: Settings,
+    sensors: FxHashMap<CompactString, SensorState>,
+    /// Where each active alert lives, for acks.
+    alert_index: FxHashMap<String, AlertRef>,
+    /// Active alerts changed since the last output.
+    dirty: Vec<AlertRef>,
+    local: LocalTime,
+}
+
+impl Pipeline {
+    /// A pipeline knowing the configured sensors; their deadman clocks start at `now`.
+    pub fn new(catalog: Arc<Catalog>, settings: Settings, now: TimestampMs) -> Pipeline {
+        let mut sensors = FxHashMap::default();
+        for (id, profile) in catalog.sensors() {
+            sensors.insert(id.clone(), SensorState::new(profile.clone(), now));
+        }
+        let tz = catalog.timezone;
+        Pipeline {
+            catalog,
+            settings,
+            sensors,
+            alert_index: FxHashMap::default(),
+            dirty: Vec::new(),
+            local: LocalTime {
+                tz,
+                key: i64::MIN,
+                offset_s: 0,
+            },
+        }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn sensor_count(&self) -> usize {
+        self.sensors.len()
+    }
+
+    /// The active alerts, in no particular order.
+    pub fn active_alerts(&self) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for s in self.sensors.values() {
+            let rules = s.rules.iter().map(|r| &r.active);
+            let faults = s.metrics.iter().map(|m| &m.fault);
+            for a in rules.chain(faults).chain(std::iter::once(&s.offline)).flatten() {
+                out.push((*a.alert).clone());
+            }
+        }
+        out
+    }
+
+    /// Registers a sensor the store remembers from an earlier run (one the config does not
+    /// list but that was accepted before), so that its deadman and alerts carry on.
+    pub fn restore_sensor(&mut self, id: &str, kind: &str, tags: Option<Tags>, now: TimestampMs) {
+        if self.sensors.contains_key(id) {
+            return;
+        }
+        if let Some(profile) = self.catalog.unlisted(kind, tags) {
+            self.sensors.insert(id.into(), SensorState::new(profile, now));
+        }
+    }
+
+    /// Puts the active alerts of an earlier run back in place, so that a breach that goes on
+    /// updates them instead of raising new ones. An alert whose rule or sensor no longer
+    /// exists is resolved, and that is in the output.
+    pub fn restore_alerts(&mut self, alerts: Vec<Alert>, now: TimestampMs) -> Output {
+        let mut out = Output::default();
+        for alert in alerts {
+            if alert.state != AlertState::Active {
+                continue;
+            }
+            if !self.sensors.contains_key(alert.sensor.as_str()) {
+                if let Some(profile) = self.catalog.unlisted(&alert.kind, None) {
+                    self.sensors.insert(alert.sensor.clone(), SensorState::new(profile, now));
+                }
+            }
+            let placed = self.sensors.get_mut(alert.sensor.as_str()).and_then(|state| {
+                let slot = alerts::slot_for(&state.profile, &alert)?;
+                let place = state.slot(slot)?;
+                if place.is_some() {
+                    return None;
+                }
+                Some((slot, place))
+            });
+            match placed {
+                Some((slot, place)) => {
+                    self.alert_index.insert(
+                        alert.id.clone(),
+                        AlertRef {
+                            sensor: alert.sensor.clone(),
+                            slot,
+                        },
+                    );
+                    *place = Some(ActiveAlert::restored(alert));
+                }
+                None => alerts::resolve_orphan(alert, now, &mut out),
+            }
+        }
+        out
+    }
+
+    /// Validates a batch, runs the rules, and says what to commit.
+    pub fn process(&mut self, batch: Batch, now: TimestampMs) -> Output {
+        let Batch {
+            source,
+            received_at,
+            readings,
+            payloads,
+            dead_letters,
+        } = batch;
+        let mut out = Output {
+            accepted: Vec::with_capacity(readings.len()),
+            ..Output::default()
+        };
+        for d in &dead_letters {
+            out.stats.reject(d.reason);
+        }
+        out.dead_letters = dead_letters;
+        for reading in readings {
+            out.stats.received += 1;
+            match self.check(reading, now, &mut out) {
+                Ok(r) => {
+                    out.stats.accepted += 1;
+                    if r.quality == crate::model::Quality::Suspect {
+                        out.stats.suspect += 1;
+                    }
+                    out.accepted.push(r);
+                }
+                Err((r, reason, detail)) => {
+                    out.stats.reject(reason);
+                    out.dead_letters.push(DeadLetter {
+                        received_at,
+                        source: source.clone(),
+                        reason,
+                        detail,
+                        raw: payloads.get(r.payload as usize).cloned().unwrap_or_default(),
+                        sensor: Some(r.sensor),
+                        metric: Some(r.metric),
+                        value: Some(r.value),
+                        ts: Some(r.ts),
+                    });
+                }
+            }
+        }
+        self.flush_dirty(&mut out);
+        out
+    }
+
+    /// The deadman: raises `offline` for every sensor silent for longer than its
+    /// `offline_after`, judged against `now`.
+    pub fn tick(&mut self, now: TimestampMs) -> Output {
+        let mut out = Output::default();
+        for (id, state) in self.sensors.iter_mut() {
+            let Some(after) = state.profile.offline_after_ms else {
+                continue;
+            };
+            let silent = now - state.last_seen;
+            if silent >= after && state.offline.is_none() {
+                let info = alerts::Info::offline(id, &state.profile, silent, after);
+                let mut ctx = alerts::Ctx {
+                    index: &mut self.alert_index,
+                    dirty: &mut self.dirty,
+                    out: &mut out,
+                };
+                alerts::drive(&mut state.offline, Slot::Offline, info.target(), now, &info, &mut ctx);
+            }
+        }
+        self.flush_dirty(&mut out);
+        out
+    }
+
+    /// An operator acknowledges an active alert.
+    pub fn ack(&mut self, id: &str, by: &str, comment: &str, now: TimestampMs) -> Result<Output, AckError> {
+        let r = self.alert_index.get(id).cloned().ok_or(AckError::NotActive)?;
+        let mut out = Output::default();
+        let slot = self
+            .sensors
+            .get_mut(r.sensor.as_str())
+            .and_then(|s| s.slot(r.slot))
+            .and_then(|s| s.as_mut())
+            .ok_or(AckError::NotActive)?;
+        alerts::acknowledge(slot, by, comment, now, &mut out);
+        Ok(out)
+    }
+
+    fn flush_dirty(&mut self, out: &mut Output) {
+        for r in self.dirty.drain(..) {
+            let active = self
+                .sensors
+                .get_mut(r.sensor.as_str())
+                .and_then(|s| s.slot(r.slot))
+                .and_then(|s| s.as_mut());
+            if let Some(a) = active {
+                if a.dirty {
+                    a.dirty = false;
+                    out.alerts.push((*a.alert).clone());
+                }
+            }
+        }
+    }
+
+    /// Validates one reading and, when it is accepted, runs its rules.
+    #[allow(clippy::result_large_err)]
+    fn check(
+        &mut self,
+        mut r: Reading,
+        now: TimestampMs,
+        out: &mut Output,
+    ) -> Result<Reading, (Reading, &'static str, String)> {
+        if !self.sensors.contains_key(r.sensor.as_str()) {
+            if let Err((reason, detail)) = self.register(&r, now, out) {
+                return Err((r, reason, detail));
+            }
+        }
+        let Some(state) = self.sensors.get_mut(r.sensor.as_str()) else {
+            return Err((r, "unknown_sensor", "sensor could not be registered".into()));
+        };
+        let profile = state.profile.clone();
+        if !r.kind.is_empty() && r.kind != profile.kind.name {
+            let detail = format!(
+                "sensor {} is a {} sensor, but the payload says {}",
+                r.sensor, profile.kind.name, r.kind
+            );
+            return Err((r, "kind_mismatch", detail));
+        }
+        r.kind = profile.kind.name.clone();
+
+        let Some(m) = profile.kind.metric_index(&r.metric) else {
+            return match self.settings.unknown_metric {
+                UnknownPolicy::Reject => {
+                    let known: Vec<&str> = profile.metrics.iter().map(|m| m.name.as_str()).collect();
+                    let detail = format!(
+                        "{} has no metric {:?} (known: {})",
+                        profile.kind.name,
+                        r.metric,
+                        known.join(", ")
+                    );
+                    Err((r, "unknown_metric", detail))
+                }
+                UnknownPolicy::Accept if !r.value.is_finite() => {
+                    let detail = format!("{} = {} is not a finite number", r.metric, r.value);
+                    Err((r, "not_finite", detail))
+                }
+                UnknownPolicy::Accept => {
+                    state.last_seen = state.last_seen.max(r.ts);
+                    Ok(r)
+                }
+            };
+        };
+        let metric = &profile.metrics[m];
+        let mut ctx = alerts::Ctx {
+            index: &mut self.alert_index,
+            dirty: &mut self.dirty,
+            out,
+        };
+        let fault_slot = Slot::Fault(m as u16);
+        match validate::check(&r, metric, &mut state.metrics[m], &self.settings, now) {
+            Verdict::Reject { reason, detail, fault } => {
+                if let Some(threshold) = fault.filter(|_| self.settings.fault_alerts) {
+                    let info = alerts::Info::fault(&r, &profile, metric, &detail, threshold);
+                    alerts::drive(&mut state.metrics[m].fault, fault_slot, info.target(), r.ts, &info, &mut ctx);
+                }
+                return Err((r, reason, detail));
+            }
+            Verdict::OutOfOrder => {
+                state.last_seen = state.last_seen.max(r.ts);
+                return Ok(r);
+            }
+            Verdict::Suspect { reason, detail, threshold } => {
+                if self.settings.suspect == SuspectPolicy::Reject {
+                    return Err((r, reason, detail));
+                }
+                if self.settings.fault_alerts {
+                    let info = alerts::Info::fault(&r, &profile, metric, &detail, threshold);
+                    alerts::drive(&mut state.metrics[m].fault, fault_slot, info.target(), r.ts, &info, &mut ctx);
+                }
+                r.quality = crate::model::Quality::Suspect;
+            }
+            Verdict::Good => {
+                if state.metrics[m].fault.is_some() {
+                    let info = alerts::Info::fault(&r, &profile, metric, "", 0.0);
+                    alerts::drive(&mut state.metrics[m].fault, fault_slot, None, r.ts, &info, &mut ctx);
+                }
+            }
+        }
+        state.last_seen = state.last_seen.max(r.ts);
+        if state.offline.is_some() {
+            let info = alerts::Info::offline(&r.sensor, &profile, 0, 0);
+            alerts::drive(&mut state.offline, Slot::Offline, None, r.ts, &info, &mut ctx);
+        }
+        let evaluate = r.quality == crate::model::Quality::Good
+            || self.settings.suspect == SuspectPolicy::StoreAndEvaluate;
+        if evaluate {
+            for &i in &profile.rules_by_metric[m] {
+                let rule = &profile.rules[i];
+                alerts::evaluate_rule(
+                    rule,
+                    &mut state.rules[i],
+                    i,
+                    &r,
+                    &profile,
+                    &mut self.local,
+                    &mut ctx,
+                );
+            }
+        }
+        Ok(r)
+    }
+
+    /// Registers a sensor the config does not list, if the policy and the payload allow.
+    fn register(&mut self, r: &Reading, now: TimestampMs, out: &mut Output) -> Result<(), (&'static str, String)> {
+        if self.settings.unknown_sensor == UnknownPolicy::Reject {
+            return Err((
+                "unknown_sensor",
+                format!("sensor {} is not configured and validation.unknown_sensor = \"reject\"", r.sensor),
+            ));
+        }
+        if r.kind.is_empty() {
+            return Err((
+                "unknown_sensor",
+                format!("sensor {} is not configured and the payload names no kind", r.sensor),
+            ));
+        }
+        let Some(profile) = self.catalog.unlisted(&r.kind, r.tags.clone()) else {
+            let mut kinds: Vec<&str> = self.catalog.kinds().map(|k| k.name.as_str()).collect();
+            kinds.sort_unstable();
+            return Err((
+                "unknown_kind",
+                format!("unknown sensor kind {:?} (known kinds: {})", r.kind, kinds.join(", ")),
+            ));
+        };
+        out.new_sensors.push(NewSensor {
+            id: r.sensor.clone(),
+            kind: profile.kind.name.clone(),
+            tags: profile.tags.clone(),
+            first_seen: r.ts,
+        });
+        self.sensors.insert(r.sensor.clone(), SensorState::new(profile, now.min(r.ts)));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

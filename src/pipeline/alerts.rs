@@ -1,0 +1,413 @@
+//! The alert lifecycle: one active alert per sensor and rule, raised, escalated or
+//! de-escalated, updated by repeated breaches, resolved, acknowledged. Every transition is an
+//! [`AlertEvent`]; plain updates only change the stored state.
+
+use compact_str::CompactString;
+use rustc_hash::FxHashMap;
+
+use crate::catalog::{breached, Direction, Metric, Rule, SensorProfile, ValueSource};
+use crate::model::{Ack, Alert, AlertEvent, AlertEventKind, AlertState, Reading, Severity};
+
+use super::validate::round3;
+use super::{LocalTime, Output, RuleState};
+
+/// The rule name of deadman alerts.
+pub const OFFLINE_RULE: &str = "offline";
+/// The rule name of sensor-fault alerts (suspect readings, counters going backwards).
+pub const FAULT_RULE: &str = "sensor_fault";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AckError {
+    #[error("no active alert with that id")]
+    NotActive,
+}
+
+/// Where an active alert lives in a sensor's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Slot {
+    Rule(u16),
+    Fault(u16),
+    Offline,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct AlertRef {
+    pub sensor: CompactString,
+    pub slot: Slot,
+}
+
+pub(super) struct ActiveAlert {
+    pub alert: Box<Alert>,
+    /// Changed since it was last put in an output.
+    pub dirty: bool,
+    /// Which way the value breached, for the peak.
+    direction: Direction,
+}
+
+impl ActiveAlert {
+    pub fn restored(alert: Alert) -> ActiveAlert {
+        let direction = if alert.value >= alert.threshold {
+            Direction::Above
+        } else {
+            Direction::Below
+        };
+        ActiveAlert {
+            alert: Box::new(alert),
+            dirty: false,
+            direction,
+        }
+    }
+}
+
+/// The mutable surroundings of a transition.
+pub(super) struct Ctx<'a> {
+    pub index: &'a mut FxHashMap<String, AlertRef>,
+    pub dirty: &'a mut Vec<AlertRef>,
+    pub out: &'a mut Output,
+}
+
+/// What an alert is about, and how to word it.
+pub(super) struct Info<'a> {
+    sensor: &'a CompactString,
+    kind: &'a CompactString,
+    rule: &'a str,
+    metric: &'a str,
+    unit: &'a str,
+    value: f64,
+    target: Option<(Severity, f64, Direction)>,
+    message: Message<'a>,
+}
+
+enum Message<'a> {
+    Rule { rule: &'a Rule },
+    Fault { detail: &'a str },
+    Offline { silent_ms: i64, after_ms: i64 },
+}
+
+impl<'a> Info<'a> {
+    pub fn fault(
+        r: &'a Reading,
+        profile: &'a SensorProfile,
+        metric: &'a Metric,
+        detail: &'a str,
+        threshold: f64,
+    ) -> Info<'a> {
+        Info {
+            sensor: &r.sensor,
+            kind: &profile.kind.name,
+            rule: FAULT_RULE,
+            metric: &metric.name,
+            unit: &metric.unit,
+            value: r.value,
+            target: Some((Severity::Info, threshold, Direction::Above)),
+            message: Message::Fault { detail },
+        }
+    }
+
+    pub fn offline(sensor: &'a CompactString, profile: &'a SensorProfile, silent_ms: i64, after_ms: i64) -> Info<'a> {
+        Info {
+            sensor,
+            kind: &profile.kind.name,
+            rule: OFFLINE_RULE,
+            metric: "",
+            unit: "s",
+            value: (silent_ms / 1000) as f64,
+            target: Some((Severity::Warning, (after_ms / 1000) as f64, Direction::Above)),
+            message: Message::Offline { silent_ms, after_ms },
+        }
+    }
+
+    pub fn target(&self) -> Option<(Severity, f64, Direction)> {
+        self.target
+    }
+
+    fn render(&self, sev: Severity, threshold: f64, dir: Direction) -> String {
+        let sensor = self.sensor;
+        match &self.message {
+            Message::Fault { detail } => format!("{sensor}: suspect {} readings: {detail}", self.metric),
+            Message::Offline { silent_ms, after_ms } => format!(
+                "{sensor}: no reading for {} (offline after {})",
+                humantime::format_duration(std::time::Duration::from_secs((*silent_ms / 1000).max(0) as u64)),
+                humantime::format_duration(std::time::Duration::from_secs((*after_ms / 1000).max(0) as u64)),
+            ),
+            Message::Rule { rule } => {
+                let value = round3(self.value);
+                let threshold = round3(threshold);
+                if let Some(t) = &rule.message {
+                    return t
+                        .replace("{value}", &value.to_string())
+                        .replace("{threshold}", &threshold.to_string())
+                        .replace("{metric}", self.metric)
+                        .replace("{sensor}", sensor)
+                        .replace("{unit}", self.unit)
+                        .replace("{severity}", sev.as_str())
+                        .replace("{rule}", self.rule);
+                }
+                let what = match rule.source {
+                    ValueSource::Instant => self.metric.to_string(),
+                    ValueSource::Window { ms, aggregate } => format!(
+                        "{} {} {}",
+                        self.metric,
+                        humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)),
+                        aggregate.as_str()
+                    ),
+                    ValueSource::Rate { per_ms } => format!(
+                        "{} rate per {}",
+                        self.metric,
+                        humantime::format_duration(std::time::Duration::from_millis(per_ms.max(0) as u64))
+                    ),
+                };
+                let cmp = match dir {
+                    Direction::Above => "≥",
+                    Direction::Below => "≤",
+                };
+                let unit = if self.unit.is_empty() { String::new() } else { format!(" {}", self.unit) };
+                format!("{sensor}: {what} {value}{unit} {cmp} {sev} level {threshold}{unit}")
+            }
+        }
+    }
+}
+
+/// A stable id from what the alert is and when it started (FNV-1a, 64 bits).
+fn alert_id(sensor: &str, rule: &str, metric: &str, started: i64) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(sensor.as_bytes());
+    eat(&[0xff]);
+    eat(rule.as_bytes());
+    eat(&[0xff]);
+    eat(metric.as_bytes());
+    eat(&[0xff]);
+    eat(&started.to_le_bytes());
+    format!("{h:016x}")
+}
+
+fn mark_dirty(a: &mut ActiveAlert, r: AlertRef, ctx: &mut Ctx) {
+    if !a.dirty {
+        a.dirty = true;
+        ctx.dirty.push(r);
+    }
+}
+
+/// Moves an alert slot to `target`: raise, update, escalate, de-escalate or resolve.
+pub(super) fn drive(
+    slot: &mut Option<ActiveAlert>,
+    slot_id: Slot,
+    target: Option<(Severity, f64, Direction)>,
+    ts: i64,
+    info: &Info,
+    ctx: &mut Ctx,
+) {
+    let here = || AlertRef {
+        sensor: info.sensor.clone(),
+        slot: slot_id,
+    };
+    match (slot.as_mut(), target) {
+        (None, None) => {}
+        (None, Some((sev, threshold, dir))) => {
+            let alert = Alert {
+                id: alert_id(info.sensor, info.rule, info.metric, ts),
+                rule: info.rule.into(),
+                sensor: info.sensor.clone(),
+                kind: info.kind.clone(),
+                metric: info.metric.into(),
+                severity: sev,
+                state: AlertState::Active,
+                value: info.value,
+                threshold,
+                peak: info.value,
+                count: 1,
+                started_at: ts,
+                updated_at: ts,
+                resolved_at: None,
+                ack: None,
+                message: info.render(sev, threshold, dir),
+            };
+            ctx.out.events.push(AlertEvent {
+                event: AlertEventKind::Raised,
+                at: ts,
+                alert: alert.clone(),
+            });
+            ctx.index.insert(alert.id.clone(), here());
+            let mut active = ActiveAlert {
+                alert: Box::new(alert),
+                dirty: false,
+                direction: dir,
+            };
+            mark_dirty(&mut active, here(), ctx);
+            *slot = Some(active);
+        }
+        (Some(a), Some((sev, threshold, dir))) => {
+            let v = info.value;
+            let al = &mut a.alert;
+            al.value = v;
+            al.count += 1;
+            al.updated_at = al.updated_at.max(ts);
+            al.threshold = threshold;
+            if dir != a.direction {
+                a.direction = dir;
+                al.peak = v;
+            } else if dir == Direction::Above {
+                al.peak = al.peak.max(v);
+            } else {
+                al.peak = al.peak.min(v);
+            }
+            if sev != al.severity {
+                let event = if sev > al.severity {
+                    AlertEventKind::Escalated
+                } else {
+                    AlertEventKind::Deescalated
+                };
+                al.severity = sev;
+                al.message = info.render(sev, threshold, dir);
+                ctx.out.events.push(AlertEvent {
+                    event,
+                    at: ts,
+                    alert: (**al).clone(),
+                });
+            }
+            mark_dirty(a, here(), ctx);
+        }
+        (Some(_), None) => {
+            let Some(a) = slot.take() else { return };
+            let mut alert = *a.alert;
+            alert.state = AlertState::Resolved;
+            alert.resolved_at = Some(ts);
+            alert.updated_at = alert.updated_at.max(ts);
+            ctx.index.remove(&alert.id);
+            ctx.out.events.push(AlertEvent {
+                event: AlertEventKind::Resolved,
+                at: ts,
+                alert: alert.clone(),
+            });
+            ctx.out.alerts.push(alert);
+        }
+    }
+}
+
+/// Runs one rule on an accepted reading of its metric.
+pub(super) fn evaluate_rule(
+    rule: &Rule,
+    rs: &mut RuleState,
+    index: usize,
+    r: &Reading,
+    profile: &SensorProfile,
+    local: &mut LocalTime,
+    ctx: &mut Ctx,
+) {
+    let x = match rule.source {
+        ValueSource::Instant => r.value,
+        ValueSource::Window { ms, aggregate } => rs.window.push(r.ts, r.value, ms, aggregate),
+        ValueSource::Rate { per_ms } => match rs.prev.replace((r.ts, r.value)) {
+            Some((pts, pv)) if r.ts > pts => (r.value - pv) / (r.ts - pts) as f64 * per_ms as f64,
+            // the first reading (or one at the same time) gives no rate yet
+            _ => return,
+        },
+    };
+    let (above, below) = if rule.schedule.is_empty() {
+        (&rule.above, &rule.below)
+    } else {
+        let minute = local.minute_of_day(r.ts);
+        rule.schedule
+            .iter()
+            .find(|s| s.contains(minute))
+            .map_or((&rule.above, &rule.below), |s| (&s.above, &s.below))
+    };
+    let current = rs
+        .active
+        .as_ref()
+        .map(|a| (a.alert.severity, a.alert.threshold, a.direction));
+    let mut target = breached(x, above, below, current.map(|c| c.0), rule.hysteresis);
+    let rising = match (target, current) {
+        (Some((t, ..)), Some((c, ..))) => t > c,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if rising && rule.for_ms > 0 {
+        let since = *rs.pending.get_or_insert(r.ts);
+        if r.ts - since < rule.for_ms {
+            target = current;
+        } else {
+            rs.pending = None;
+        }
+    } else if !rising {
+        rs.pending = None;
+    }
+    if let ValueSource::Window { ms, .. } = rule.source {
+        // After a restart the window holds only part of its span: do not let an incomplete
+        // sum clear or lower an alert that the full window would still hold.
+        let falling = match (target, current) {
+            (None, Some(_)) => true,
+            (Some((t, ..)), Some((c, ..))) => t < c,
+            _ => false,
+        };
+        if falling && !rs.window.is_warm(r.ts, ms) {
+            target = current;
+        }
+    }
+    let metric = &profile.metrics[rule.metric];
+    let info = Info {
+        sensor: &r.sensor,
+        kind: &profile.kind.name,
+        rule: &rule.name,
+        metric: &metric.name,
+        unit: &metric.unit,
+        value: x,
+        target,
+        message: Message::Rule { rule },
+    };
+    drive(&mut rs.active, Slot::Rule(index as u16), target, r.ts, &info, ctx);
+}
+
+/// Records an operator's acknowledgement.
+pub(super) fn acknowledge(a: &mut ActiveAlert, by: &str, comment: &str, now: i64, out: &mut Output) {
+    a.alert.ack = Some(Ack {
+        by: by.to_string(),
+        at: now,
+        comment: comment.to_string(),
+    });
+    out.events.push(AlertEvent {
+        event: AlertEventKind::Acknowledged,
+        at: now,
+        alert: (*a.alert).clone(),
+    });
+    out.alerts.push((*a.alert).clone());
+}
+
+/// Where a stored active alert belongs in a sensor's state.
+pub(super) fn slot_for(profile: &SensorProfile, alert: &Alert) -> Option<Slot> {
+    match alert.rule.as_str() {
+        OFFLINE_RULE => Some(Slot::Offline),
+        FAULT_RULE => {
+            let m = profile.metrics.iter().position(|m| m.name == alert.metric)?;
+            Some(Slot::Fault(m as u16))
+        }
+        name => profile
+            .rules
+            .iter()
+            .position(|r| r.name == name && profile.metrics[r.metric].name == alert.metric)
+            .map(|i| Slot::Rule(i as u16)),
+    }
+}
+
+/// Resolves a stored alert that has no place any more (its rule or sensor left the config).
+pub(super) fn resolve_orphan(mut alert: Alert, now: i64, out: &mut Output) {
+    alert.state = AlertState::Resolved;
+    alert.resolved_at = Some(now);
+    alert.updated_at = alert.updated_at.max(now);
+    alert.message = format!(
+        "{} (resolved at startup: its rule or sensor is no longer configured)",
+        alert.message
+    );
+    out.events.push(AlertEvent {
+        event: AlertEventKind::Resolved,
+        at: now,
+        alert: alert.clone(),
+    });
+    out.alerts.push(alert);
+}

@@ -1,0 +1,585 @@
+//! Table-driven tests of validation, every rule type and the alert lifecycle, on a test kind
+//! defined here so that they do not move when the built-in catalog's numbers do.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::{load_with_env, Source};
+use crate::model::{AlertEventKind, Quality, Severity, TsSource};
+
+const TEST_KIND: &str = r#"
+[validation]
+flatline_count = 3
+flatline_duration = "10m"
+
+[catalog.tk]
+name = { en = "Test kind" }
+offline_after = "10m"
+
+[catalog.tk.metrics.level]
+name = { en = "Level" }
+unit = "m"
+min = -10.0
+max = 100.0
+max_rate_per_hour = 6.0
+
+[catalog.tk.metrics.rain]
+name = { en = "Rain" }
+unit = "mm"
+min = 0.0
+max = 200.0
+flatline = false
+
+[catalog.tk.metrics.energy]
+name = { en = "Energy" }
+unit = "kWh"
+unit_aliases = ["kW.h"]
+min = 0.0
+max = 1e9
+counter = true
+rollover = 100000.0
+
+[catalog.tk.metrics.noise]
+name = { en = "Noise" }
+unit = "dB(A)"
+min = 20.0
+max = 140.0
+
+[catalog.tk.metrics.gas]
+name = { en = "Gas" }
+unit = "%"
+min = 0.0
+max = 100.0
+
+[catalog.tk.metrics.ph]
+name = { en = "pH" }
+min = 0.0
+max = 14.0
+
+[[catalog.tk.rules]]
+name = "level"
+metric = "level"
+above = { warning = 10.0, critical = 12.0 }
+hysteresis = 0.5
+
+[[catalog.tk.rules]]
+name = "rise"
+metric = "level"
+rate_per = "1h"
+above = 0.5
+
+[[catalog.tk.rules]]
+name = "rain_3h"
+metric = "rain"
+window = "3h"
+aggregate = "sum"
+above = { major = 50.0, critical = 100.0 }
+
+[[catalog.tk.rules]]
+name = "noise"
+metric = "noise"
+schedule = [
+  { from = "06:00", to = "22:00", above = 60.0 },
+  { from = "22:00", to = "06:00", above = 50.0 },
+]
+
+[[catalog.tk.rules]]
+name = "gas"
+metric = "gas"
+above = { warning = 25.0 }
+for = "10m"
+
+[[catalog.tk.rules]]
+name = "ph"
+metric = "ph"
+below = 6.0
+above = 9.0
+"#;
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+/// 2026-11-22 00:00 in Asia/Shanghai.
+fn t0() -> i64 {
+    chrono::DateTime::parse_from_rfc3339("2026-11-22T00:00:00+08:00")
+        .expect("valid time")
+        .timestamp_millis()
+}
+
+fn pipeline_with(extra: &str) -> Pipeline {
+    let sources = [
+        Source::Text {
+            name: "test kind".into(),
+            toml: TEST_KIND.into(),
+        },
+        Source::Text {
+            name: "test extra".into(),
+            toml: extra.into(),
+        },
+    ];
+    let config = match load_with_env(&sources, Some(HashMap::new())) {
+        Ok(c) => c,
+        Err(e) => panic!("test config must load: {e}"),
+    };
+    let catalog = Arc::new(Catalog::from_config(&config));
+    Pipeline::new(catalog, Settings::from_config(&config), t0())
+}
+
+fn pipeline() -> Pipeline {
+    pipeline_with("")
+}
+
+fn reading(metric: &str, value: f64, ts: i64) -> Reading {
+    Reading::new("s1", "tk", metric, value, ts)
+}
+
+fn feed(p: &mut Pipeline, r: Reading) -> Output {
+    let now = r.ts;
+    feed_at(p, r, now)
+}
+
+fn feed_at(p: &mut Pipeline, r: Reading, now: i64) -> Output {
+    p.process(
+        Batch {
+            source: "test".into(),
+            received_at: now,
+            readings: vec![r],
+            payloads: vec![Bytes::from_static(b"raw")],
+            dead_letters: vec![],
+        },
+        now,
+    )
+}
+
+fn feed_v(p: &mut Pipeline, metric: &str, value: f64, ts: i64) -> Output {
+    feed(p, reading(metric, value, ts))
+}
+
+fn events(out: &Output, rule: &str) -> Vec<(AlertEventKind, Severity)> {
+    out.events
+        .iter()
+        .filter(|e| e.alert.rule == rule)
+        .map(|e| (e.event, e.alert.severity))
+        .collect()
+}
+
+fn rejected(out: &Output) -> Option<&'static str> {
+    out.dead_letters.first().map(|d| d.reason)
+}
+
+#[test]
+fn every_validation_reason() {
+    let t = t0();
+    // (what, setup readings, the reading under test, expected reason)
+    type Case = (&'static str, Vec<Reading>, Reading, &'static str);
+    let mut unit = reading("level", 5.0, t);
+    unit.unit = Some("ft".into());
+    let mut wrong_kind = reading("level", 5.0, t);
+    wrong_kind.kind = "noise_kind".into();
+    let mut no_kind = Reading::new("s9", "", "level", 5.0, t);
+    no_kind.ts_source = TsSource::Device;
+    let cases: Vec<Case> = vec![
+        ("out of range", vec![], reading("ph", 17.0, t), "out_of_range"),
+        ("below range", vec![], reading("level", -11.0, t), "out_of_range"),
+        ("NaN", vec![], reading("level", f64::NAN, t), "not_finite"),
+        ("+Inf", vec![], reading("level", f64::INFINITY, t), "not_finite"),
+        ("-Inf", vec![], reading("level", f64::NEG_INFINITY, t), "not_finite"),
+        ("future", vec![], reading("level", 5.0, t + HOUR), "future_timestamp"),
+        ("stale", vec![], reading("level", 5.0, t - 8 * 24 * HOUR), "stale_timestamp"),
+        ("duplicate", vec![reading("level", 5.0, t)], reading("level", 5.1, t), "duplicate"),
+        ("unknown metric", vec![], reading("salinity", 5.0, t), "unknown_metric"),
+        ("unknown kind", vec![], Reading::new("s2", "volcano", "level", 5.0, t), "unknown_kind"),
+        ("unknown sensor without kind", vec![], no_kind, "unknown_sensor"),
+        ("kind mismatch", vec![reading("level", 5.0, t - MIN)], wrong_kind, "kind_mismatch"),
+        ("wrong unit", vec![], unit, "wrong_unit"),
+        (
+            "counter backwards",
+            vec![reading("energy", 500.0, t - MIN)],
+            reading("energy", 499.0, t),
+            "counter_backwards",
+        ),
+    ];
+    for (what, setup, r, expected) in cases {
+        let mut p = pipeline();
+        for s in setup {
+            let out = feed_at(&mut p, s, t);
+            assert!(out.dead_letters.is_empty(), "{what}: setup rejected: {:?}", out.dead_letters);
+        }
+        let out = feed_at(&mut p, r, t);
+        assert_eq!(rejected(&out), Some(expected), "{what}");
+        assert!(out.accepted.is_empty(), "{what}: nothing accepted");
+        let d = &out.dead_letters[0];
+        assert!(!d.detail.is_empty(), "{what}: a reason has a detail");
+        assert_eq!(&d.raw[..], b"raw", "{what}: the raw input is kept");
+        assert_eq!(out.stats.rejected, vec![(expected, 1)], "{what}: counted");
+    }
+}
+
+#[test]
+fn unknown_sensor_policy_reject() {
+    let mut p = pipeline_with("[validation]\nunknown_sensor = \"reject\"\n");
+    let out = feed_v(&mut p, "level", 5.0, t0());
+    assert_eq!(rejected(&out), Some("unknown_sensor"));
+}
+
+#[test]
+fn unknown_metric_policy_accept() {
+    let mut p = pipeline_with("[validation]\nunknown_metric = \"accept\"\n");
+    let out = feed_v(&mut p, "salinity", 5.0, t0());
+    assert_eq!(out.accepted.len(), 1);
+    assert_eq!(out.accepted[0].kind, "tk", "the kind is resolved for the store");
+}
+
+#[test]
+fn unit_alias_and_canonical_unit_are_accepted() {
+    let mut p = pipeline();
+    for (i, u) in ["kWh", "kW.h"].iter().enumerate() {
+        let mut r = reading("energy", 10.0 + i as f64, t0() + i as i64 * MIN);
+        r.unit = Some((*u).into());
+        let out = feed(&mut p, r);
+        assert_eq!(out.accepted.len(), 1, "unit {u}");
+    }
+}
+
+#[test]
+fn new_sensor_is_registered_once_with_its_tags() {
+    let mut p = pipeline();
+    let mut r = reading("level", 5.0, t0());
+    r.tags = Some(Arc::from(vec![("district".into(), "清城区".into())]));
+    let out = feed(&mut p, r);
+    assert_eq!(out.new_sensors.len(), 1);
+    assert_eq!(out.new_sensors[0].kind, "tk");
+    let tags = out.new_sensors[0].tags.as_ref().expect("tags");
+    assert_eq!(tags[0].1, "清城区");
+    let out = feed_v(&mut p, "level", 5.0, t0() + MIN);
+    assert!(out.new_sensors.is_empty());
+}
+
+#[test]
+fn counter_rollover_is_accepted() {
+    let mut p = pipeline();
+    assert!(feed_v(&mut p, "energy", 99_990.0, t0()).dead_letters.is_empty());
+    let out = feed_v(&mut p, "energy", 5.0, t0() + MIN);
+    assert_eq!(out.accepted.len(), 1, "{:?}", out.dead_letters);
+}
+
+#[test]
+fn counter_backwards_raises_a_fault_that_clears() {
+    let mut p = pipeline();
+    feed_v(&mut p, "energy", 500.0, t0());
+    let out = feed_v(&mut p, "energy", 10.0, t0() + MIN);
+    assert_eq!(rejected(&out), Some("counter_backwards"));
+    assert_eq!(events(&out, FAULT_RULE), vec![(AlertEventKind::Raised, Severity::Info)]);
+    let out = feed_v(&mut p, "energy", 501.0, t0() + 2 * MIN);
+    assert_eq!(events(&out, FAULT_RULE), vec![(AlertEventKind::Resolved, Severity::Info)]);
+}
+
+#[test]
+fn spike_is_suspect_stored_and_kept_from_rules() {
+    let mut p = pipeline();
+    feed_v(&mut p, "level", 5.0, t0());
+    // 6 m/h allowed: a 7 m jump in a minute is no river
+    let out = feed_v(&mut p, "level", 12.5, t0() + MIN);
+    assert_eq!(out.accepted.len(), 1);
+    assert_eq!(out.accepted[0].quality, Quality::Suspect);
+    assert_eq!(out.stats.suspect, 1);
+    assert!(events(&out, "level").is_empty(), "suspect readings do not drive rules");
+    assert_eq!(events(&out, FAULT_RULE), vec![(AlertEventKind::Raised, Severity::Info)]);
+}
+
+#[test]
+fn slow_noise_on_a_fast_device_is_not_a_spike() {
+    let mut p = pipeline();
+    feed_v(&mut p, "level", 5.0, t0());
+    // one second later, 5 cm of noise: within a minute's worth of 6 m/h
+    let out = feed_v(&mut p, "level", 5.05, t0() + 1000);
+    assert_eq!(out.accepted[0].quality, Quality::Good);
+}
+
+#[test]
+fn suspect_policy_store_and_evaluate_drives_rules() {
+    let mut p = pipeline_with("[validation]\nsuspect = \"store_and_evaluate\"\n");
+    feed_v(&mut p, "level", 5.0, t0());
+    let out = feed_v(&mut p, "level", 12.5, t0() + MIN);
+    assert_eq!(out.accepted[0].quality, Quality::Suspect);
+    assert_eq!(events(&out, "level"), vec![(AlertEventKind::Raised, Severity::Critical)]);
+}
+
+#[test]
+fn suspect_policy_reject_dead_letters() {
+    let mut p = pipeline_with("[validation]\nsuspect = \"reject\"\n");
+    feed_v(&mut p, "level", 5.0, t0());
+    let out = feed_v(&mut p, "level", 12.5, t0() + MIN);
+    assert_eq!(rejected(&out), Some("spike"));
+}
+
+#[test]
+fn flatline_needs_count_and_duration() {
+    let mut p = pipeline();
+    let mut qualities = vec![];
+    // 3 identical values are enough by count, but not before 10 minutes have passed
+    for i in 0..6 {
+        let out = feed_v(&mut p, "level", 4.2, t0() + i * 4 * MIN);
+        qualities.push(out.accepted[0].quality);
+    }
+    use Quality::*;
+    assert_eq!(qualities, vec![Good, Good, Good, Suspect, Suspect, Suspect]);
+    let out = feed_v(&mut p, "level", 4.3, t0() + 24 * MIN);
+    assert_eq!(out.accepted[0].quality, Good);
+    assert_eq!(events(&out, FAULT_RULE), vec![(AlertEventKind::Resolved, Severity::Info)]);
+}
+
+#[test]
+fn out_of_order_is_stored_but_not_evaluated() {
+    let mut p = pipeline();
+    feed_v(&mut p, "level", 5.0, t0() + 10 * MIN);
+    let out = feed_v(&mut p, "level", 11.0, t0() + 5 * MIN);
+    assert_eq!(out.accepted.len(), 1);
+    assert!(out.events.is_empty());
+}
+
+/// Threshold levels with escalation, de-escalation and a deadband before the clear.
+#[test]
+fn threshold_lifecycle_with_hysteresis() {
+    use AlertEventKind::*;
+    use Severity::*;
+    let mut p = pipeline();
+    // (value, the events of the `level` rule it causes)
+    let steps: Vec<(f64, Vec<(AlertEventKind, Severity)>)> = vec![
+        (9.9, vec![]),
+        (10.0, vec![(Raised, Warning)]),
+        (10.5, vec![]),
+        (12.1, vec![(Escalated, Critical)]),
+        (11.6, vec![]), // within the deadband of the critical level 12
+        (11.4, vec![(Deescalated, Warning)]),
+        (9.6, vec![]), // within the deadband of the warning level 10
+        (9.4, vec![(Resolved, Warning)]),
+        (9.9, vec![]),
+    ];
+    for (i, (v, expected)) in steps.into_iter().enumerate() {
+        // half an hour apart, so that no step is a spike at 6 m/h
+        let out = feed_v(&mut p, "level", v, t0() + i as i64 * 30 * MIN);
+        assert_eq!(events(&out, "level"), expected, "step {i}: value {v}");
+    }
+}
+
+#[test]
+fn repeated_breaches_update_one_alert() {
+    let mut p = pipeline();
+    let mut raised = 0;
+    let mut last = None;
+    for i in 0..5 {
+        let out = feed_v(&mut p, "level", 10.0 + i as f64 * 0.1, t0() + i * 10 * MIN);
+        raised += events(&out, "level").len();
+        last = out.alerts.into_iter().find(|a| a.rule == "level");
+    }
+    assert_eq!(raised, 1, "one Raised event, no more");
+    let a = last.expect("the alert's state is in every output that changed it");
+    assert_eq!(a.count, 5);
+    assert!((a.peak - 10.4).abs() < 1e-9);
+    assert!((a.value - 10.4).abs() < 1e-9);
+    assert_eq!(a.started_at, t0());
+    assert_eq!(a.updated_at, t0() + 40 * MIN);
+    let active: Vec<_> = p.active_alerts().into_iter().filter(|a| a.rule == "level").collect();
+    assert_eq!(active.len(), 1);
+}
+
+#[test]
+fn outside_band_rule_alerts_on_either_side() {
+    use AlertEventKind::*;
+    let mut p = pipeline();
+    let got: Vec<_> = [7.0, 5.5, 7.0, 9.5, 7.0]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| events(&feed_v(&mut p, "ph", *v, t0() + i as i64 * 10 * MIN), "ph"))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            vec![],
+            vec![(Raised, Severity::Warning)],
+            vec![(Resolved, Severity::Warning)],
+            vec![(Raised, Severity::Warning)],
+            vec![(Resolved, Severity::Warning)],
+        ]
+    );
+}
+
+#[test]
+fn for_duration_delays_the_raise_and_a_dip_resets_it() {
+    let mut p = pipeline();
+    let g = |p: &mut Pipeline, v, m| events(&feed_v(p, "gas", v, t0() + m * MIN), "gas");
+    assert!(g(&mut p, 30.0, 0).is_empty());
+    assert!(g(&mut p, 30.0, 5).is_empty());
+    assert!(g(&mut p, 10.0, 8).is_empty(), "the dip resets the clock");
+    assert!(g(&mut p, 30.0, 9).is_empty());
+    assert!(g(&mut p, 30.0, 18).is_empty(), "9 minutes is not 10");
+    assert_eq!(g(&mut p, 31.0, 19), vec![(AlertEventKind::Raised, Severity::Warning)]);
+}
+
+#[test]
+fn window_sum_raises_the_rainstorm_levels() {
+    use AlertEventKind::*;
+    let mut p = pipeline();
+    let mut got = vec![];
+    // 10 mm every 10 minutes: 50 mm after 5 reports, 100 mm after 10
+    for i in 0..12 {
+        let out = feed_v(&mut p, "rain", 10.0, t0() + i * 10 * MIN);
+        got.extend(events(&out, "rain_3h"));
+    }
+    assert_eq!(got, vec![(Raised, Severity::Major), (Escalated, Severity::Critical)]);
+    // dry for 3 hours: the readings fall out of the window and the alert clears
+    let mut later = vec![];
+    for i in 12..40 {
+        let out = feed_v(&mut p, "rain", 0.0, t0() + i * 10 * MIN);
+        later.extend(events(&out, "rain_3h"));
+    }
+    assert_eq!(later, vec![(Deescalated, Severity::Major), (Resolved, Severity::Major)]);
+}
+
+#[test]
+fn rate_of_change_per_hour() {
+    let mut p = pipeline();
+    assert!(events(&feed_v(&mut p, "level", 5.0, t0()), "rise").is_empty());
+    // +0.2 m in 30 min = 0.4 m/h
+    assert!(events(&feed_v(&mut p, "level", 5.2, t0() + 30 * MIN), "rise").is_empty());
+    // +0.4 m in 30 min = 0.8 m/h
+    let out = feed_v(&mut p, "level", 5.6, t0() + 60 * MIN);
+    assert_eq!(events(&out, "rise"), vec![(AlertEventKind::Raised, Severity::Warning)]);
+    let a = &out.events[0].alert;
+    assert!((a.value - 0.8).abs() < 1e-9, "the alert carries the rate, got {}", a.value);
+    let out = feed_v(&mut p, "level", 5.65, t0() + 90 * MIN);
+    assert_eq!(events(&out, "rise"), vec![(AlertEventKind::Resolved, Severity::Warning)]);
+}
+
+#[test]
+fn schedule_limits_by_local_time_across_midnight() {
+    // (local hour:minute offset from 2026-11-22 00:00 +08:00, dB, alert active afterwards)
+    let cases = [
+        (-2 * 60, 55.0, true),    // 22:00 the day before: night limit 50
+        (-1, 55.0, true),         // 23:59
+        (0, 55.0, true),          // midnight
+        (5 * 60 + 59, 55.0, true), // 05:59
+        (6 * 60, 55.0, false),    // 06:00: day limit 60
+        (12 * 60, 59.0, false),
+        (12 * 60 + 1, 61.0, true),
+        (21 * 60 + 59, 55.0, false),
+    ];
+    for (minute, db, active) in cases {
+        let mut p = pipeline();
+        feed_v(&mut p, "noise", db, t0() + minute * MIN);
+        let is_active = p.active_alerts().iter().any(|a| a.rule == "noise");
+        assert_eq!(is_active, active, "at minute {minute} with {db} dB");
+    }
+}
+
+#[test]
+fn deadman_raises_offline_and_the_next_reading_clears_it() {
+    let mut p = pipeline();
+    feed_v(&mut p, "level", 5.0, t0());
+    assert!(p.tick(t0() + 9 * MIN).events.is_empty());
+    let out = p.tick(t0() + 10 * MIN);
+    assert_eq!(events(&out, OFFLINE_RULE), vec![(AlertEventKind::Raised, Severity::Warning)]);
+    assert!(p.tick(t0() + 20 * MIN).events.is_empty(), "raised once");
+    let out = feed_v(&mut p, "level", 5.0, t0() + 21 * MIN);
+    assert_eq!(events(&out, OFFLINE_RULE), vec![(AlertEventKind::Resolved, Severity::Warning)]);
+}
+
+#[test]
+fn configured_sensor_that_never_reports_goes_offline() {
+    let mut p = pipeline_with("[sensors.quiet]\nkind = \"tk\"\n");
+    let out = p.tick(t0() + 10 * MIN);
+    assert_eq!(out.events.len(), 1);
+    assert_eq!(out.events[0].alert.sensor, "quiet");
+}
+
+#[test]
+fn per_sensor_override_sets_a_stations_levels() {
+    let mut p = pipeline_with("[sensors.s1]\nkind = \"tk\"\nrules.level = { above = { warning = 4.0, critical = 6.0 } }\n");
+    let out = feed_v(&mut p, "level", 5.0, t0());
+    assert_eq!(events(&out, "level"), vec![(AlertEventKind::Raised, Severity::Warning)]);
+    assert_eq!(out.events[0].alert.threshold, 4.0);
+}
+
+#[test]
+fn ack_is_an_event_and_unknown_ids_are_refused() {
+    let mut p = pipeline();
+    let out = feed_v(&mut p, "level", 11.0, t0());
+    let id = out.events[0].alert.id.clone();
+    let out = p.ack(&id, "operator 7", "crew dispatched", t0() + MIN).expect("active alert");
+    assert_eq!(out.events[0].event, AlertEventKind::Acknowledged);
+    let ack = out.alerts[0].ack.as_ref().expect("ack recorded");
+    assert_eq!((ack.by.as_str(), ack.comment.as_str()), ("operator 7", "crew dispatched"));
+    assert_eq!(p.ack("nope", "x", "", t0()).err(), Some(AckError::NotActive));
+}
+
+#[test]
+fn restored_alerts_are_updated_not_raised_again() {
+    let mut first = pipeline();
+    let out = feed_v(&mut first, "level", 11.0, t0());
+    let stored: Vec<Alert> = out.alerts.clone();
+    assert_eq!(stored.len(), 1);
+
+    let mut second = pipeline();
+    let out = second.restore_alerts(stored.clone(), t0() + HOUR);
+    assert!(out.events.is_empty());
+    let out = feed_v(&mut second, "level", 11.5, t0() + HOUR);
+    assert!(events(&out, "level").is_empty(), "no second Raised after a restart");
+    assert_eq!(out.alerts[0].id, stored[0].id);
+    assert_eq!(out.alerts[0].count, 2);
+    let out = feed_v(&mut second, "level", 9.0, t0() + 2 * HOUR);
+    assert_eq!(events(&out, "level"), vec![(AlertEventKind::Resolved, Severity::Warning)]);
+    assert_eq!(out.events[0].alert.id, stored[0].id);
+}
+
+#[test]
+fn restored_window_alert_is_not_cleared_by_a_partial_window() {
+    let mut first = pipeline();
+    let mut stored = vec![];
+    for i in 0..6 {
+        stored.extend(feed_v(&mut first, "rain", 10.0, t0() + i * 10 * MIN).alerts);
+    }
+    let mut second = pipeline();
+    second.restore_alerts(stored, t0() + HOUR);
+    // a small reading after the restart: the window holds only it, but the storm is still on
+    let out = feed_v(&mut second, "rain", 1.0, t0() + HOUR);
+    assert!(events(&out, "rain_3h").is_empty());
+    assert_eq!(second.active_alerts().len(), 1);
+}
+
+#[test]
+fn orphaned_alert_is_resolved_at_restore() {
+    let mut first = pipeline();
+    let out = feed_v(&mut first, "level", 11.0, t0());
+    let mut stored = out.alerts;
+    stored[0].rule = "gone".into();
+    let mut second = pipeline();
+    let out = second.restore_alerts(stored, t0() + HOUR);
+    assert_eq!(out.events.len(), 1);
+    assert_eq!(out.events[0].event, AlertEventKind::Resolved);
+}
+
+proptest! {
+    /// An alert is only ever resolved by a reading that meets the clear condition: the value is
+    /// back below the lowest level by more than the deadband.
+    #[test]
+    fn rules_never_resolve_without_the_clear_condition(values in proptest::collection::vec(0.0f64..20.0, 1..60)) {
+        let mut p = pipeline();
+        for (i, v) in values.iter().enumerate() {
+            let out = feed_v(&mut p, "level", *v, t0() + i as i64 * 10 * MIN);
+            for e in out.events.iter().filter(|e| e.alert.rule == "level") {
+                match e.event {
+                    AlertEventKind::Resolved => prop_assert!(*v < 10.0 - 0.5, "resolved at {}", v),
+                    AlertEventKind::Raised => prop_assert!(*v >= 10.0, "raised at {}", v),
+                    _ => {}
+                }
+            }
+            let active = p.active_alerts().into_iter().filter(|a| a.rule == "level").count();
+            prop_assert!(active <= 1, "one active alert per sensor and rule");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Checks on one reading of a known metric, against the metric's catalog entry and the last
+//! readings of the same series.
+
+use crate::catalog::Metric;
+use crate::model::{Reading, TsSource};
+
+use super::alerts::ActiveAlert;
+use super::Settings;
+
+/// How many recent timestamps per series are remembered to catch duplicates that arrive out
+/// of order. The store's primary key catches older ones.
+const RECENT: usize = 4;
+
+/// The state of one series (sensor × metric).
+pub(super) struct MetricState {
+    last: Option<(i64, f64)>,
+    recent: [i64; RECENT],
+    recent_pos: usize,
+    /// Length and start of the current run of identical values.
+    run: u32,
+    run_since: i64,
+    /// The active "sensor fault" alert of this series, if any.
+    pub fault: Option<ActiveAlert>,
+}
+
+impl Default for MetricState {
+    fn default() -> Self {
+        MetricState {
+            last: None,
+            recent: [i64::MIN; RECENT],
+            recent_pos: 0,
+            run: 0,
+            run_since: 0,
+            fault: None,
+        }
+    }
+}
+
+impl MetricState {
+    fn remember(&mut self, ts: i64) {
+        self.recent[self.recent_pos] = ts;
+        self.recent_pos = (self.recent_pos + 1) % RECENT;
+    }
+}
+
+/// The outcome of validation.
+#[derive(Debug, PartialEq)]
+pub(super) enum Verdict {
+    Good,
+    /// Valid, but older than the latest reading of its series: stored, kept away from the
+    /// stateful checks and rules, which assume time moves forward.
+    OutOfOrder,
+    /// Plausible but doubtful. `threshold` is the limit involved, for the fault alert.
+    Suspect {
+        reason: &'static str,
+        detail: String,
+        threshold: f64,
+    },
+    /// Invalid: a dead letter. `fault` is set when the device itself is at fault (a counter
+    /// going backwards) and a sensor-fault alert should be raised, with the limit involved.
+    Reject {
+        reason: &'static str,
+        detail: String,
+        fault: Option<f64>,
+    },
+}
+
+fn reject(reason: &'static str, detail: String) -> Verdict {
+    Verdict::Reject {
+        reason,
+        detail,
+        fault: None,
+    }
+}
+
+/// Human form of a timestamp for error messages.
+pub(crate) fn fmt_ts(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+fn fmt_dur(ms: i64) -> String {
+    let d = std::time::Duration::from_secs(ms.unsigned_abs() / 1000);
+    humantime::format_duration(d).to_string()
+}
+
+pub(super) fn check(r: &Reading, metric: &Metric, st: &mut MetricState, s: &Settings, now: i64) -> Verdict {
+    let name = &metric.name;
+    if let Some(unit) = &r.unit {
+        if !metric.accepts_unit(unit) {
+            let mut known = vec![format!("{:?}", metric.unit.as_str())];
+            known.extend(metric.unit_aliases.iter().map(|a| format!("{:?}", a.as_str())));
+            return reject(
+                "wrong_unit",
+                format!("{name} came in {unit:?}, expected {}", known.join(" or ")),
+            );
+        }
+    }
+    let v = r.value;
+    if !v.is_finite() {
+        return reject("not_finite", format!("{name} = {v} is not a finite number"));
+    }
+    if v < metric.min || v > metric.max {
+        return reject(
+            "out_of_range",
+            format!(
+                "{name} = {v} {} is outside the plausible range {}..{}",
+                metric.unit, metric.min, metric.max
+            ),
+        );
+    }
+    if r.ts_source == TsSource::Device {
+        if r.ts > now + s.max_future_skew_ms {
+            return reject(
+                "future_timestamp",
+                format!(
+                    "timestamp {} is {} ahead of the gateway clock (allowed skew {})",
+                    fmt_ts(r.ts),
+                    fmt_dur(r.ts - now),
+                    fmt_dur(s.max_future_skew_ms)
+                ),
+            );
+        }
+        if r.ts < now - s.max_age_ms {
+            return reject(
+                "stale_timestamp",
+                format!(
+                    "timestamp {} is {} old (validation.max_age is {})",
+                    fmt_ts(r.ts),
+                    fmt_dur(now - r.ts),
+                    fmt_dur(s.max_age_ms)
+                ),
+            );
+        }
+    }
+    if st.recent.contains(&r.ts) || st.last.is_some_and(|(t, _)| t == r.ts) {
+        return reject(
+            "duplicate",
+            format!("{name} of {} at {} was already received", r.sensor, fmt_ts(r.ts)),
+        );
+    }
+    let Some((last_ts, last_v)) = st.last else {
+        st.remember(r.ts);
+        st.last = Some((r.ts, v));
+        st.run = 1;
+        st.run_since = r.ts;
+        return Verdict::Good;
+    };
+    if r.ts < last_ts {
+        st.remember(r.ts);
+        return Verdict::OutOfOrder;
+    }
+    if metric.counter && v < last_v {
+        let rolled = metric
+            .rollover
+            .is_some_and(|top| last_v >= top * 0.9 && v <= top * 0.1);
+        if !rolled {
+            return Verdict::Reject {
+                reason: "counter_backwards",
+                detail: format!(
+                    "counter {name} went backwards from {last_v} to {v}{}",
+                    match metric.rollover {
+                        Some(top) => format!(" (not a rollover at {top})"),
+                        None => " (no rollover declared)".to_string(),
+                    }
+                ),
+                fault: Some(last_v),
+            };
+        }
+    }
+    st.remember(r.ts);
+    st.last = Some((r.ts, v));
+
+    let mut verdict = Verdict::Good;
+    if let Some(rate) = metric.max_rate_per_hour {
+        // Judge changes over at least a minute, so that sensor noise on a device reporting
+        // every second is not read as a physically impossible rate.
+        let hours = (r.ts - last_ts).max(60_000) as f64 / 3_600_000.0;
+        let change = (v - last_v).abs();
+        if change > rate * hours {
+            verdict = Verdict::Suspect {
+                reason: "spike",
+                detail: format!(
+                    "{name} changed by {} {} in {} (more than the {} per hour the process allows)",
+                    round3(change),
+                    metric.unit,
+                    fmt_dur(r.ts - last_ts),
+                    rate
+                ),
+                threshold: rate,
+            };
+        }
+    }
+    if metric.flatline {
+        if v == last_v {
+            st.run += 1;
+        } else {
+            st.run = 1;
+            st.run_since = r.ts;
+        }
+        if st.run >= s.flatline_count && r.ts - st.run_since >= s.flatline_ms {
+            verdict = Verdict::Suspect {
+                reason: "flatline",
+                detail: format!(
+                    "{name} has repeated {v} {} times over {} (stuck sensor?)",
+                    st.run,
+                    fmt_dur(r.ts - st.run_since)
+                ),
+                threshold: f64::from(s.flatline_count),
+            };
+        }
+    }
+    verdict
+}
+
+/// Rounds for messages, so that 0.30000000000000004 reads as 0.3.
+pub(crate) fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
