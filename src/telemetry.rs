@@ -1,1 +1,62 @@
-//! TODO
+//! Logs and metrics: one place that names every metric the gateway exports, with
+//! low-cardinality labels only (kind, source, reason, severity; never a sensor id).
+
+use std::sync::OnceLock;
+
+use metrics::{counter, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::model::{AlertEvent, AlertEventKind};
+use crate::pipeline::Stats;
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process (tests start several gateways in one
+/// process; the first install wins and later ones share it).
+pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|_| handle)
+        })
+        .as_ref()
+}
+
+/// Logs to stderr; `RUST_LOG` filters, `info` by default. Safe to call more than once.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Counts a committed pipeline output.
+pub fn record_committed(source: &str, stats: &Stats, events: &[AlertEvent]) {
+    counter!("citygate_readings_received_total", "source" => source.to_string()).increment(stats.received);
+    counter!("citygate_readings_accepted_total", "source" => source.to_string()).increment(stats.accepted);
+    if stats.suspect > 0 {
+        counter!("citygate_readings_suspect_total", "source" => source.to_string()).increment(stats.suspect);
+    }
+    for (reason, n) in &stats.rejected {
+        counter!("citygate_readings_rejected_total", "reason" => *reason).increment(*n);
+    }
+    for e in events {
+        let severity = e.alert.severity.as_str();
+        match e.event {
+            AlertEventKind::Raised => counter!("citygate_alerts_raised_total", "severity" => severity).increment(1),
+            AlertEventKind::Resolved => counter!("citygate_alerts_resolved_total", "severity" => severity).increment(1),
+            _ => {}
+        }
+    }
+}
+
+/// Times one store commit.
+pub fn record_commit_latency(seconds: f64, ok: bool) {
+    histogram!("citygate_store_commit_seconds", "store" => "sqlite").record(seconds);
+    if !ok {
+        counter!("citygate_store_errors_total", "store" => "sqlite").increment(1);
+    }
+}
