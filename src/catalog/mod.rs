@@ -1,2 +1,3 @@
 //! Sensor kinds, metrics and rules.
 pub mod spec;
+pub mod table;
