@@ -6,6 +6,7 @@
 //! profile, so 100,000 sensors do not mean 100,000 copies of the rules.
 
 pub mod spec;
+pub mod table;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -200,6 +200,10 @@ pub struct RuleOverride {
     /// Replaces the `for` duration.
     #[serde(default, rename = "for")]
     pub for_duration: Option<Dur>,
+    /// Replaces the whole time-of-day schedule (all spans), e.g. the day and night limits of
+    /// a GB 3096 noise class. An empty list removes the schedule.
+    #[serde(default)]
+    pub schedule: Option<Vec<ScheduleSpec>>,
     /// Turns the rule off (true) or back on (false).
     #[serde(default)]
     pub disabled: Option<bool>,

@@ -16,7 +16,9 @@ use super::load::{ConfigError, ConfigProblem};
 use super::{
     AlertsConfig, Config, GatewayConfig, HttpConfig, SensorSpec, SqliteConfig, ValidationConfig,
 };
-use crate::catalog::spec::{parse_hhmm, KindSpec, Levels, MetricSpec, ProfileSpec, RuleSpec};
+use crate::catalog::spec::{
+    parse_hhmm, KindSpec, Levels, MetricSpec, ProfileSpec, RuleOverride, RuleSpec, ScheduleSpec,
+};
 
 const TOP_KEYS: &[&str] = &[
     "gateway",
@@ -325,8 +327,7 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
             if !rule_names.contains(rule) {
                 p.push(&opath, format!("no rule named {rule:?} in this kind"));
             }
-            check_levels(p, &format!("{opath}.above"), o.above.as_ref(), true);
-            check_levels(p, &format!("{opath}.below"), o.below.as_ref(), false);
+            check_override(p, &opath, o);
         }
     }
 
@@ -336,8 +337,7 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
         if !rule_names.contains(rule) {
             p.push(&opath, format!("no rule named {rule:?} in this kind"));
         }
-        check_levels(p, &format!("{opath}.above"), o.above.as_ref(), true);
-        check_levels(p, &format!("{opath}.below"), o.below.as_ref(), false);
+        check_override(p, &opath, o);
     }
     if let Some(d) = spec.offline_after {
         if d.0.is_zero() {
@@ -437,7 +437,11 @@ fn check_rule(p: &mut Problems, path: &str, rule: &RuleSpec, metrics: &BTreeSet<
     if !(rule.hysteresis >= 0.0 && rule.hysteresis.is_finite()) {
         p.push(format!("{path}.hysteresis"), "must be zero or a positive number");
     }
-    for (i, span) in rule.schedule.iter().enumerate() {
+    check_schedule(p, path, &rule.schedule);
+}
+
+fn check_schedule(p: &mut Problems, path: &str, schedule: &[ScheduleSpec]) {
+    for (i, span) in schedule.iter().enumerate() {
         let spath = format!("{path}.schedule[{i}]");
         let from = parse_hhmm(&span.from);
         let to = parse_hhmm(&span.to);
@@ -458,6 +462,14 @@ fn check_rule(p: &mut Problems, path: &str, rule: &RuleSpec, metrics: &BTreeSet<
     }
 }
 
+fn check_override(p: &mut Problems, opath: &str, o: &RuleOverride) {
+    check_levels(p, &format!("{opath}.above"), o.above.as_ref(), true);
+    check_levels(p, &format!("{opath}.below"), o.below.as_ref(), false);
+    if let Some(schedule) = &o.schedule {
+        check_schedule(p, opath, schedule);
+    }
+}
+
 fn check_sensor(p: &mut Problems, id: &str, sensor: &SensorSpec, catalog: &BTreeMap<String, ParsedKind>) {
     let path = format!("sensors.{id}");
     if id.trim().is_empty() {
@@ -472,7 +484,9 @@ fn check_sensor(p: &mut Problems, id: &str, sensor: &SensorSpec, catalog: &BTree
         return;
     };
     if let Some(profile) = &sensor.profile {
-        if !kind.profile_names.contains(profile) {
+        if kind.profile_names.is_empty() {
+            p.push(format!("{path}.profile"), format!("kind {} has no profiles", sensor.kind));
+        } else if !kind.profile_names.contains(profile) {
             let known: Vec<&str> = kind.profile_names.iter().map(String::as_str).collect();
             p.push(
                 format!("{path}.profile"),
@@ -485,8 +499,7 @@ fn check_sensor(p: &mut Problems, id: &str, sensor: &SensorSpec, catalog: &BTree
         if !kind.rule_names.contains(rule) {
             p.push(&opath, format!("kind {} has no rule named {rule:?}", sensor.kind));
         }
-        check_levels(p, &format!("{opath}.above"), o.above.as_ref(), true);
-        check_levels(p, &format!("{opath}.below"), o.below.as_ref(), false);
+        check_override(p, &opath, o);
     }
     for (metric, o) in &sensor.metrics {
         let mpath = format!("{path}.metrics.{metric}");
