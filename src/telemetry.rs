@@ -35,10 +35,13 @@ pub fn init_logging() {
 
 /// Counts a committed pipeline output.
 pub fn record_committed(source: &str, stats: &Stats, events: &[AlertEvent]) {
-    counter!("citygate_readings_received_total", "source" => source.to_string()).increment(stats.received);
-    counter!("citygate_readings_accepted_total", "source" => source.to_string()).increment(stats.accepted);
+    counter!("citygate_readings_received_total", "source" => source.to_string())
+        .increment(stats.received);
+    counter!("citygate_readings_accepted_total", "source" => source.to_string())
+        .increment(stats.accepted);
     if stats.suspect > 0 {
-        counter!("citygate_readings_suspect_total", "source" => source.to_string()).increment(stats.suspect);
+        counter!("citygate_readings_suspect_total", "source" => source.to_string())
+            .increment(stats.suspect);
     }
     for (reason, n) in &stats.rejected {
         counter!("citygate_readings_rejected_total", "reason" => *reason).increment(*n);
@@ -46,8 +49,12 @@ pub fn record_committed(source: &str, stats: &Stats, events: &[AlertEvent]) {
     for e in events {
         let severity = e.alert.severity.as_str();
         match e.event {
-            AlertEventKind::Raised => counter!("citygate_alerts_raised_total", "severity" => severity).increment(1),
-            AlertEventKind::Resolved => counter!("citygate_alerts_resolved_total", "severity" => severity).increment(1),
+            AlertEventKind::Raised => {
+                counter!("citygate_alerts_raised_total", "severity" => severity).increment(1)
+            }
+            AlertEventKind::Resolved => {
+                counter!("citygate_alerts_resolved_total", "severity" => severity).increment(1)
+            }
             _ => {}
         }
     }

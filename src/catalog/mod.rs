@@ -125,18 +125,7 @@ impl Rule {
             },
             _ => ValueSource::Instant,
         };
-        let schedule = spec
-            .schedule
-            .iter()
-            .filter_map(|s| {
-                Some(Span {
-                    from_min: parse_hhmm(&s.from)?,
-                    to_min: parse_hhmm(&s.to)?,
-                    above: s.above.unwrap_or_default(),
-                    below: s.below.unwrap_or_default(),
-                })
-            })
-            .collect();
+        let schedule = compile_schedule(&spec.schedule);
         Some(Rule {
             name: spec.name.as_str().into(),
             metric,
@@ -166,14 +155,34 @@ impl Rule {
         if let Some(d) = o.disabled {
             *disabled = d;
         }
+        if let Some(s) = &o.schedule {
+            self.schedule = compile_schedule(s);
+        }
     }
 
     /// A rule with no thresholds anywhere (a station-specific template) never fires.
     pub fn has_thresholds(&self) -> bool {
         !self.above.is_empty()
             || !self.below.is_empty()
-            || self.schedule.iter().any(|s| !s.above.is_empty() || !s.below.is_empty())
+            || self
+                .schedule
+                .iter()
+                .any(|s| !s.above.is_empty() || !s.below.is_empty())
     }
+}
+
+fn compile_schedule(spans: &[spec::ScheduleSpec]) -> Vec<Span> {
+    spans
+        .iter()
+        .filter_map(|s| {
+            Some(Span {
+                from_min: parse_hhmm(&s.from)?,
+                to_min: parse_hhmm(&s.to)?,
+                above: s.above.unwrap_or_default(),
+                below: s.below.unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// A sensor kind, compiled.
@@ -305,14 +314,23 @@ fn tags_of(map: &std::collections::BTreeMap<String, String>) -> Option<Tags> {
     }
     Some(
         map.iter()
-            .map(|(k, v)| (CompactString::from(k.as_str()), CompactString::from(v.as_str())))
+            .map(|(k, v)| {
+                (
+                    CompactString::from(k.as_str()),
+                    CompactString::from(v.as_str()),
+                )
+            })
             .collect(),
     )
 }
 
 /// Applies, in order of increasing specificity: the kind's rules, its kind-wide overrides,
 /// the sensor's profile (or the kind's default profile), then the sensor's own overrides.
-fn build_profile(kind: &Arc<Kind>, sensor: Option<&SensorSpec>, tags: Option<Tags>) -> SensorProfile {
+fn build_profile(
+    kind: &Arc<Kind>,
+    sensor: Option<&SensorSpec>,
+    tags: Option<Tags>,
+) -> SensorProfile {
     let spec = &kind.spec;
     let profile_name = sensor
         .and_then(|s| s.profile.as_ref())

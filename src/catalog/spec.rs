@@ -1,8 +1,9 @@
 //! The catalog as written in config: sensor kinds, their metrics and their default rules.
 //!
-//! The built-in catalog lives in `config/catalog/<kind>.toml`, each file holding one
-//! `[<kind>]` table that is mounted at `catalog.<kind>`. A user's config file can change any
-//! of it under the same keys, and per-sensor overrides live under `sensors.<id>`.
+//! The built-in catalog lives in `config/catalog/<kind>.toml`, each file holding the tables
+//! under `[catalog.<kind>]`. A user's config file can change any of it under the same keys
+//! (tables merge; arrays such as `rules` replace, so move one threshold with
+//! `[catalog.<kind>.overrides.<rule>]`), and per-sensor overrides live under `sensors.<id>`.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -40,9 +40,11 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str(r#"a duration like "30s", "5m" or "2h 30m""#)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
-                humantime::parse_duration(v.trim())
-                    .map(Dur)
-                    .map_err(|e| E::custom(format!("invalid duration {v:?}: {e} (write it like \"30s\", \"5m\" or \"2h 30m\")")))
+                humantime::parse_duration(v.trim()).map(Dur).map_err(|e| {
+                    E::custom(format!(
+                        "invalid duration {v:?}: {e} (write it like \"30s\", \"5m\" or \"2h 30m\")"
+                    ))
+                })
             }
         }
         d.deserialize_str(V)

@@ -13,19 +13,55 @@ const DEFAULTS: &str = include_str!("../../config/citygate.toml");
 
 /// The built-in catalog, one file per sensor kind, as (file name, contents).
 pub const BUILTIN_CATALOG: &[(&str, &str)] = &[
-    ("water_level.toml", include_str!("../../config/catalog/water_level.toml")),
-    ("rainfall.toml", include_str!("../../config/catalog/rainfall.toml")),
+    (
+        "water_level.toml",
+        include_str!("../../config/catalog/water_level.toml"),
+    ),
+    (
+        "rainfall.toml",
+        include_str!("../../config/catalog/rainfall.toml"),
+    ),
     ("flow.toml", include_str!("../../config/catalog/flow.toml")),
-    ("water_quality.toml", include_str!("../../config/catalog/water_quality.toml")),
-    ("air_quality.toml", include_str!("../../config/catalog/air_quality.toml")),
-    ("noise.toml", include_str!("../../config/catalog/noise.toml")),
-    ("electricity_meter.toml", include_str!("../../config/catalog/electricity_meter.toml")),
-    ("water_meter.toml", include_str!("../../config/catalog/water_meter.toml")),
-    ("gas_meter.toml", include_str!("../../config/catalog/gas_meter.toml")),
-    ("gas_detector.toml", include_str!("../../config/catalog/gas_detector.toml")),
-    ("structural.toml", include_str!("../../config/catalog/structural.toml")),
-    ("landslide.toml", include_str!("../../config/catalog/landslide.toml")),
-    ("forest_fire.toml", include_str!("../../config/catalog/forest_fire.toml")),
+    (
+        "water_quality.toml",
+        include_str!("../../config/catalog/water_quality.toml"),
+    ),
+    (
+        "air_quality.toml",
+        include_str!("../../config/catalog/air_quality.toml"),
+    ),
+    (
+        "noise.toml",
+        include_str!("../../config/catalog/noise.toml"),
+    ),
+    (
+        "electricity_meter.toml",
+        include_str!("../../config/catalog/electricity_meter.toml"),
+    ),
+    (
+        "water_meter.toml",
+        include_str!("../../config/catalog/water_meter.toml"),
+    ),
+    (
+        "gas_meter.toml",
+        include_str!("../../config/catalog/gas_meter.toml"),
+    ),
+    (
+        "gas_detector.toml",
+        include_str!("../../config/catalog/gas_detector.toml"),
+    ),
+    (
+        "structural.toml",
+        include_str!("../../config/catalog/structural.toml"),
+    ),
+    (
+        "landslide.toml",
+        include_str!("../../config/catalog/landslide.toml"),
+    ),
+    (
+        "forest_fire.toml",
+        include_str!("../../config/catalog/forest_fire.toml"),
+    ),
 ];
 
 /// Where a layer of user configuration comes from.
@@ -64,7 +100,11 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        writeln!(f, "the configuration has {n} problem{}:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "the configuration has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -137,7 +177,10 @@ pub fn load_with_env(
 fn check_readable(path: &Path) -> Result<(), ConfigError> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(ConfigError::one("", format!("{}: not a file", path.display()))),
+        Ok(_) => Err(ConfigError::one(
+            "",
+            format!("{}: not a file", path.display()),
+        )),
         Err(e) => Err(ConfigError::one("", format!("{}: {e}", path.display()))),
     }
 }

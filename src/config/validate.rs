@@ -56,7 +56,11 @@ impl Problems {
     }
 
     /// A required section: missing means a problem.
-    fn section<T: DeserializeOwned>(&mut self, root: &mut Map<String, Value>, key: &str) -> Option<T> {
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        root: &mut Map<String, Value>,
+        key: &str,
+    ) -> Option<T> {
         match root.remove(key) {
             Some(v) => self.de(key, v),
             None => {
@@ -67,7 +71,11 @@ impl Problems {
     }
 
     /// A table of pieces keyed by name, each deserialized on its own.
-    fn table<T: DeserializeOwned>(&mut self, path: &str, value: Option<Value>) -> BTreeMap<String, T> {
+    fn table<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        value: Option<Value>,
+    ) -> BTreeMap<String, T> {
         let mut out = BTreeMap::new();
         match value {
             None | Some(Value::Null) => {}
@@ -78,7 +86,10 @@ impl Problems {
                     }
                 }
             }
-            Some(other) => self.push(path, format!("expected a table, found {}", type_name(&other))),
+            Some(other) => self.push(
+                path,
+                format!("expected a table, found {}", type_name(&other)),
+            ),
         }
         out
     }
@@ -119,7 +130,11 @@ fn humanize(path: String, msg: &str) -> (String, String) {
             .split_once("expected ")
             .map(|(_, e)| e.replace('`', ""))
             .unwrap_or_default();
-        let at = if path.ends_with(field) { path } else { join(&path, field) };
+        let at = if path.ends_with(field) {
+            path
+        } else {
+            join(&path, field)
+        };
         let message = if expected.is_empty() {
             "unknown key".to_string()
         } else {
@@ -133,7 +148,10 @@ fn humanize(path: String, msg: &str) -> (String, String) {
             .split_once("expected ")
             .map(|(_, e)| e.replace('`', ""))
             .unwrap_or_default();
-        return (path, format!("unknown value {value:?} (expected {expected})"));
+        return (
+            path,
+            format!("unknown value {value:?} (expected {expected})"),
+        );
     }
     if let Some(rest) = msg.strip_prefix("invalid type: ") {
         if let Some((found, expected)) = rest.split_once(", expected ") {
@@ -159,7 +177,10 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
     let mut root = match tree {
         Value::Object(map) => map,
         other => {
-            p.push("", format!("expected a table at the top, found {}", type_name(&other)));
+            p.push(
+                "",
+                format!("expected a table at the top, found {}", type_name(&other)),
+            );
             return Err(ConfigError { problems: p.0 });
         }
     };
@@ -169,7 +190,10 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         .cloned()
         .collect();
     for k in unknown {
-        p.push(k, format!("unknown section (expected one of {})", TOP_KEYS.join(", ")));
+        p.push(
+            k,
+            format!("unknown section (expected one of {})", TOP_KEYS.join(", ")),
+        );
     }
 
     let gateway: Option<GatewayConfig> = p.section(&mut root, "gateway");
@@ -212,7 +236,9 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
     }
 
     match (gateway, http, sqlite, validation, alerts) {
-        (Some(gateway), Some(http), Some(sqlite), Some(validation), Some(alerts)) if p.0.is_empty() => {
+        (Some(gateway), Some(http), Some(sqlite), Some(validation), Some(alerts))
+            if p.0.is_empty() =>
+        {
             Ok(Config {
                 gateway,
                 http,
@@ -231,7 +257,10 @@ fn check_gateway(p: &mut Problems, g: &GatewayConfig) {
     if chrono_tz::Tz::from_str(&g.timezone).is_err() {
         p.push(
             "gateway.timezone",
-            format!("unknown time zone {:?} (use an IANA name like \"Asia/Shanghai\")", g.timezone),
+            format!(
+                "unknown time zone {:?} (use an IANA name like \"Asia/Shanghai\")",
+                g.timezone
+            ),
         );
     }
     if g.batch_max == 0 {
@@ -260,7 +289,10 @@ fn catalog(p: &mut Problems, value: Option<Value>) -> BTreeMap<String, ParsedKin
         None | Some(Value::Null) => return out,
         Some(Value::Object(map)) => map,
         Some(other) => {
-            p.push("catalog", format!("expected a table of kinds, found {}", type_name(&other)));
+            p.push(
+                "catalog",
+                format!("expected a table of kinds, found {}", type_name(&other)),
+            );
             return out;
         }
     };
@@ -277,7 +309,10 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
     let mut map = match value {
         Value::Object(map) => map,
         other => {
-            p.push(path, format!("expected a table, found {}", type_name(&other)));
+            p.push(
+                path,
+                format!("expected a table, found {}", type_name(&other)),
+            );
             return None;
         }
     };
@@ -290,7 +325,10 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
     let base: Option<KindSpec> = p.de(path, Value::Object(map));
     let metrics: BTreeMap<String, MetricSpec> = p.table(&format!("{path}.metrics"), metrics_v);
     if metric_names.is_empty() {
-        p.push(format!("{path}.metrics"), "a kind needs at least one metric");
+        p.push(
+            format!("{path}.metrics"),
+            "a kind needs at least one metric",
+        );
     }
     for (name, m) in &metrics {
         check_metric(p, &format!("{path}.metrics.{name}"), m);
@@ -305,7 +343,10 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
                 let rpath = format!("{path}.rules[{i}]");
                 if let Some(name) = item.get("name").and_then(Value::as_str) {
                     if !rule_names.insert(name.to_string()) {
-                        p.push(format!("{rpath}.name"), format!("rule name {name:?} is used twice in this kind"));
+                        p.push(
+                            format!("{rpath}.name"),
+                            format!("rule name {name:?} is used twice in this kind"),
+                        );
                     }
                 }
                 if let Some(rule) = p.de::<RuleSpec>(&rpath, item) {
@@ -316,7 +357,10 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
         }
         Some(other) => p.push(
             format!("{path}.rules"),
-            format!("expected an array of rules ([[{path}.rules]]), found {}", type_name(&other)),
+            format!(
+                "expected an array of rules ([[{path}.rules]]), found {}",
+                type_name(&other)
+            ),
         ),
     }
 
@@ -346,7 +390,10 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
     }
     if let Some(dp) = &spec.default_profile {
         if !profile_names.contains(dp) {
-            p.push(format!("{path}.default_profile"), format!("no profile named {dp:?} in this kind"));
+            p.push(
+                format!("{path}.default_profile"),
+                format!("no profile named {dp:?} in this kind"),
+            );
         }
     }
     spec.metrics = metrics;
@@ -369,16 +416,28 @@ fn names_of_table(v: &Option<Value>) -> BTreeSet<String> {
 
 fn check_metric(p: &mut Problems, path: &str, m: &MetricSpec) {
     if !m.min.is_finite() || !m.max.is_finite() || m.min >= m.max {
-        p.push(format!("{path}.max"), format!("the range {}..{} is empty: max must be above min", m.min, m.max));
+        p.push(
+            format!("{path}.max"),
+            format!(
+                "the range {}..{} is empty: max must be above min",
+                m.min, m.max
+            ),
+        );
     }
     if let Some(r) = m.max_rate_per_hour {
         if !(r > 0.0 && r.is_finite()) {
-            p.push(format!("{path}.max_rate_per_hour"), "must be a positive number");
+            p.push(
+                format!("{path}.max_rate_per_hour"),
+                "must be a positive number",
+            );
         }
     }
     if let Some(r) = m.rollover {
         if !m.counter {
-            p.push(format!("{path}.rollover"), "only counters roll over: set counter = true");
+            p.push(
+                format!("{path}.rollover"),
+                "only counters roll over: set counter = true",
+            );
         }
         if !(r > 0.0 && r.is_finite()) {
             p.push(format!("{path}.rollover"), "must be a positive number");
@@ -389,7 +448,10 @@ fn check_metric(p: &mut Problems, path: &str, m: &MetricSpec) {
 fn check_levels(p: &mut Problems, path: &str, levels: Option<&Levels>, rising: bool) {
     let Some(levels) = levels else { return };
     if levels.is_empty() {
-        p.push(path, "no levels given (use info, warning, major or critical)");
+        p.push(
+            path,
+            "no levels given (use info, warning, major or critical)",
+        );
         return;
     }
     let mut prev: Option<(crate::model::Severity, f64)> = None;
@@ -416,18 +478,32 @@ fn check_rule(p: &mut Problems, path: &str, rule: &RuleSpec, metrics: &BTreeSet<
         p.push(format!("{path}.name"), "must not be empty");
     }
     if !metrics.contains(&rule.metric) {
-        p.push(format!("{path}.metric"), format!("no metric named {:?} in this kind", rule.metric));
+        p.push(
+            format!("{path}.metric"),
+            format!("no metric named {:?} in this kind", rule.metric),
+        );
     }
     check_levels(p, &format!("{path}.above"), rule.above.as_ref(), true);
     check_levels(p, &format!("{path}.below"), rule.below.as_ref(), false);
     match (rule.window, rule.aggregate) {
-        (Some(_), None) => p.push(format!("{path}.aggregate"), "a window needs an aggregate (sum, mean, max or min)"),
-        (None, Some(_)) => p.push(format!("{path}.window"), "an aggregate needs a window, e.g. window = \"3h\""),
-        (Some(w), Some(_)) if w.0.is_zero() => p.push(format!("{path}.window"), "must be longer than 0s"),
+        (Some(_), None) => p.push(
+            format!("{path}.aggregate"),
+            "a window needs an aggregate (sum, mean, max or min)",
+        ),
+        (None, Some(_)) => p.push(
+            format!("{path}.window"),
+            "an aggregate needs a window, e.g. window = \"3h\"",
+        ),
+        (Some(w), Some(_)) if w.0.is_zero() => {
+            p.push(format!("{path}.window"), "must be longer than 0s")
+        }
         _ => {}
     }
     if rule.window.is_some() && rule.rate_per.is_some() {
-        p.push(format!("{path}.rate_per"), "a rule compares either a window aggregate or a rate, not both");
+        p.push(
+            format!("{path}.rate_per"),
+            "a rule compares either a window aggregate or a rate, not both",
+        );
     }
     if let Some(r) = rule.rate_per {
         if r.0.is_zero() {
@@ -435,7 +511,10 @@ fn check_rule(p: &mut Problems, path: &str, rule: &RuleSpec, metrics: &BTreeSet<
         }
     }
     if !(rule.hysteresis >= 0.0 && rule.hysteresis.is_finite()) {
-        p.push(format!("{path}.hysteresis"), "must be zero or a positive number");
+        p.push(
+            format!("{path}.hysteresis"),
+            "must be zero or a positive number",
+        );
     }
     check_schedule(p, path, &rule.schedule);
 }
@@ -446,10 +525,16 @@ fn check_schedule(p: &mut Problems, path: &str, schedule: &[ScheduleSpec]) {
         let from = parse_hhmm(&span.from);
         let to = parse_hhmm(&span.to);
         if from.is_none() {
-            p.push(format!("{spath}.from"), format!("expected a local time \"HH:MM\", found {:?}", span.from));
+            p.push(
+                format!("{spath}.from"),
+                format!("expected a local time \"HH:MM\", found {:?}", span.from),
+            );
         }
         if to.is_none() {
-            p.push(format!("{spath}.to"), format!("expected a local time \"HH:MM\", found {:?}", span.to));
+            p.push(
+                format!("{spath}.to"),
+                format!("expected a local time \"HH:MM\", found {:?}", span.to),
+            );
         }
         if from.is_some() && from == to {
             p.push(&spath, "from and to are the same time: the span is empty");
@@ -470,7 +555,12 @@ fn check_override(p: &mut Problems, opath: &str, o: &RuleOverride) {
     }
 }
 
-fn check_sensor(p: &mut Problems, id: &str, sensor: &SensorSpec, catalog: &BTreeMap<String, ParsedKind>) {
+fn check_sensor(
+    p: &mut Problems,
+    id: &str,
+    sensor: &SensorSpec,
+    catalog: &BTreeMap<String, ParsedKind>,
+) {
     let path = format!("sensors.{id}");
     if id.trim().is_empty() {
         p.push(&path, "a sensor id must not be empty");
@@ -479,32 +569,49 @@ fn check_sensor(p: &mut Problems, id: &str, sensor: &SensorSpec, catalog: &BTree
         let kinds: Vec<&str> = catalog.keys().map(String::as_str).collect();
         p.push(
             format!("{path}.kind"),
-            format!("unknown kind {:?} (known kinds: {})", sensor.kind, kinds.join(", ")),
+            format!(
+                "unknown kind {:?} (known kinds: {})",
+                sensor.kind,
+                kinds.join(", ")
+            ),
         );
         return;
     };
     if let Some(profile) = &sensor.profile {
         if kind.profile_names.is_empty() {
-            p.push(format!("{path}.profile"), format!("kind {} has no profiles", sensor.kind));
+            p.push(
+                format!("{path}.profile"),
+                format!("kind {} has no profiles", sensor.kind),
+            );
         } else if !kind.profile_names.contains(profile) {
             let known: Vec<&str> = kind.profile_names.iter().map(String::as_str).collect();
             p.push(
                 format!("{path}.profile"),
-                format!("kind {} has no profile {profile:?} (known: {})", sensor.kind, known.join(", ")),
+                format!(
+                    "kind {} has no profile {profile:?} (known: {})",
+                    sensor.kind,
+                    known.join(", ")
+                ),
             );
         }
     }
     for (rule, o) in &sensor.rules {
         let opath = format!("{path}.rules.{rule}");
         if !kind.rule_names.contains(rule) {
-            p.push(&opath, format!("kind {} has no rule named {rule:?}", sensor.kind));
+            p.push(
+                &opath,
+                format!("kind {} has no rule named {rule:?}", sensor.kind),
+            );
         }
         check_override(p, &opath, o);
     }
     for (metric, o) in &sensor.metrics {
         let mpath = format!("{path}.metrics.{metric}");
         if !kind.metric_names.contains(metric) {
-            p.push(&mpath, format!("kind {} has no metric named {metric:?}", sensor.kind));
+            p.push(
+                &mpath,
+                format!("kind {} has no metric named {metric:?}", sensor.kind),
+            );
         }
         if let (Some(min), Some(max)) = (o.min, o.max) {
             if min >= max {

@@ -104,7 +104,12 @@ impl<'a> Info<'a> {
         }
     }
 
-    pub fn offline(sensor: &'a CompactString, profile: &'a SensorProfile, silent_ms: i64, after_ms: i64) -> Info<'a> {
+    pub fn offline(
+        sensor: &'a CompactString,
+        profile: &'a SensorProfile,
+        silent_ms: i64,
+        after_ms: i64,
+    ) -> Info<'a> {
         Info {
             sensor,
             kind: &profile.kind.name,
@@ -112,8 +117,15 @@ impl<'a> Info<'a> {
             metric: "",
             unit: "s",
             value: (silent_ms / 1000) as f64,
-            target: Some((Severity::Warning, (after_ms / 1000) as f64, Direction::Above)),
-            message: Message::Offline { silent_ms, after_ms },
+            target: Some((
+                Severity::Warning,
+                (after_ms / 1000) as f64,
+                Direction::Above,
+            )),
+            message: Message::Offline {
+                silent_ms,
+                after_ms,
+            },
         }
     }
 
@@ -124,11 +136,20 @@ impl<'a> Info<'a> {
     fn render(&self, sev: Severity, threshold: f64, dir: Direction) -> String {
         let sensor = self.sensor;
         match &self.message {
-            Message::Fault { detail } => format!("{sensor}: suspect {} readings: {detail}", self.metric),
-            Message::Offline { silent_ms, after_ms } => format!(
+            Message::Fault { detail } => {
+                format!("{sensor}: suspect {} readings: {detail}", self.metric)
+            }
+            Message::Offline {
+                silent_ms,
+                after_ms,
+            } => format!(
                 "{sensor}: no reading for {} (offline after {})",
-                humantime::format_duration(std::time::Duration::from_secs((*silent_ms / 1000).max(0) as u64)),
-                humantime::format_duration(std::time::Duration::from_secs((*after_ms / 1000).max(0) as u64)),
+                humantime::format_duration(std::time::Duration::from_secs(
+                    (*silent_ms / 1000).max(0) as u64
+                )),
+                humantime::format_duration(std::time::Duration::from_secs(
+                    (*after_ms / 1000).max(0) as u64
+                )),
             ),
             Message::Rule { rule } => {
                 let value = round3(self.value);
@@ -148,20 +169,28 @@ impl<'a> Info<'a> {
                     ValueSource::Window { ms, aggregate } => format!(
                         "{} {} {}",
                         self.metric,
-                        humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64)),
+                        humantime::format_duration(std::time::Duration::from_millis(
+                            ms.max(0) as u64
+                        )),
                         aggregate.as_str()
                     ),
                     ValueSource::Rate { per_ms } => format!(
                         "{} rate per {}",
                         self.metric,
-                        humantime::format_duration(std::time::Duration::from_millis(per_ms.max(0) as u64))
+                        humantime::format_duration(std::time::Duration::from_millis(
+                            per_ms.max(0) as u64
+                        ))
                     ),
                 };
                 let cmp = match dir {
                     Direction::Above => "≥",
                     Direction::Below => "≤",
                 };
-                let unit = if self.unit.is_empty() { String::new() } else { format!(" {}", self.unit) };
+                let unit = if self.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", self.unit)
+                };
                 format!("{sensor}: {what} {value}{unit} {cmp} {sev} level {threshold}{unit}")
             }
         }
@@ -361,11 +390,24 @@ pub(super) fn evaluate_rule(
         target,
         message: Message::Rule { rule },
     };
-    drive(&mut rs.active, Slot::Rule(index as u16), target, r.ts, &info, ctx);
+    drive(
+        &mut rs.active,
+        Slot::Rule(index as u16),
+        target,
+        r.ts,
+        &info,
+        ctx,
+    );
 }
 
 /// Records an operator's acknowledgement.
-pub(super) fn acknowledge(a: &mut ActiveAlert, by: &str, comment: &str, now: i64, out: &mut Output) {
+pub(super) fn acknowledge(
+    a: &mut ActiveAlert,
+    by: &str,
+    comment: &str,
+    now: i64,
+    out: &mut Output,
+) {
     a.alert.ack = Some(Ack {
         by: by.to_string(),
         at: now,
@@ -384,7 +426,10 @@ pub(super) fn slot_for(profile: &SensorProfile, alert: &Alert) -> Option<Slot> {
     match alert.rule.as_str() {
         OFFLINE_RULE => Some(Slot::Offline),
         FAULT_RULE => {
-            let m = profile.metrics.iter().position(|m| m.name == alert.metric)?;
+            let m = profile
+                .metrics
+                .iter()
+                .position(|m| m.name == alert.metric)?;
             Some(Slot::Fault(m as u16))
         }
         name => profile

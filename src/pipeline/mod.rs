@@ -130,7 +130,9 @@ struct SensorState {
 impl SensorState {
     fn new(profile: Arc<SensorProfile>, now: TimestampMs) -> Self {
         SensorState {
-            metrics: (0..profile.metrics.len()).map(|_| MetricState::default()).collect(),
+            metrics: (0..profile.metrics.len())
+                .map(|_| MetricState::default())
+                .collect(),
             rules: (0..profile.rules.len())
                 .map(|_| RuleState {
                     window: Window::default(),
@@ -167,7 +169,12 @@ impl LocalTime {
         let key = ts.div_euclid(900_000);
         if key != self.key {
             if let Some(utc) = chrono::DateTime::from_timestamp_millis(ts) {
-                self.offset_s = i64::from(self.tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc());
+                self.offset_s = i64::from(
+                    self.tz
+                        .offset_from_utc_datetime(&utc.naive_utc())
+                        .fix()
+                        .local_minus_utc(),
+                );
                 self.key = key;
             }
         }
@@ -223,7 +230,11 @@ impl Pipeline {
         for s in self.sensors.values() {
             let rules = s.rules.iter().map(|r| &r.active);
             let faults = s.metrics.iter().map(|m| &m.fault);
-            for a in rules.chain(faults).chain(std::iter::once(&s.offline)).flatten() {
+            for a in rules
+                .chain(faults)
+                .chain(std::iter::once(&s.offline))
+                .flatten()
+            {
                 out.push((*a.alert).clone());
             }
         }
@@ -237,7 +248,8 @@ impl Pipeline {
             return;
         }
         if let Some(profile) = self.catalog.unlisted(kind, tags) {
-            self.sensors.insert(id.into(), SensorState::new(profile, now));
+            self.sensors
+                .insert(id.into(), SensorState::new(profile, now));
         }
     }
 
@@ -252,17 +264,21 @@ impl Pipeline {
             }
             if !self.sensors.contains_key(alert.sensor.as_str()) {
                 if let Some(profile) = self.catalog.unlisted(&alert.kind, None) {
-                    self.sensors.insert(alert.sensor.clone(), SensorState::new(profile, now));
+                    self.sensors
+                        .insert(alert.sensor.clone(), SensorState::new(profile, now));
                 }
             }
-            let placed = self.sensors.get_mut(alert.sensor.as_str()).and_then(|state| {
-                let slot = alerts::slot_for(&state.profile, &alert)?;
-                let place = state.slot(slot)?;
-                if place.is_some() {
-                    return None;
-                }
-                Some((slot, place))
-            });
+            let placed = self
+                .sensors
+                .get_mut(alert.sensor.as_str())
+                .and_then(|state| {
+                    let slot = alerts::slot_for(&state.profile, &alert)?;
+                    let place = state.slot(slot)?;
+                    if place.is_some() {
+                        return None;
+                    }
+                    Some((slot, place))
+                });
             match placed {
                 Some((slot, place)) => {
                     self.alert_index.insert(
@@ -314,7 +330,10 @@ impl Pipeline {
                         source: source.clone(),
                         reason,
                         detail,
-                        raw: payloads.get(r.payload as usize).cloned().unwrap_or_default(),
+                        raw: payloads
+                            .get(r.payload as usize)
+                            .cloned()
+                            .unwrap_or_default(),
                         sensor: Some(r.sensor),
                         metric: Some(r.metric),
                         value: Some(r.value),
@@ -343,7 +362,14 @@ impl Pipeline {
                     dirty: &mut self.dirty,
                     out: &mut out,
                 };
-                alerts::drive(&mut state.offline, Slot::Offline, info.target(), now, &info, &mut ctx);
+                alerts::drive(
+                    &mut state.offline,
+                    Slot::Offline,
+                    info.target(),
+                    now,
+                    &info,
+                    &mut ctx,
+                );
             }
         }
         self.flush_dirty(&mut out);
@@ -351,8 +377,18 @@ impl Pipeline {
     }
 
     /// An operator acknowledges an active alert.
-    pub fn ack(&mut self, id: &str, by: &str, comment: &str, now: TimestampMs) -> Result<Output, AckError> {
-        let r = self.alert_index.get(id).cloned().ok_or(AckError::NotActive)?;
+    pub fn ack(
+        &mut self,
+        id: &str,
+        by: &str,
+        comment: &str,
+        now: TimestampMs,
+    ) -> Result<Output, AckError> {
+        let r = self
+            .alert_index
+            .get(id)
+            .cloned()
+            .ok_or(AckError::NotActive)?;
         let mut out = Output::default();
         let slot = self
             .sensors
@@ -409,7 +445,8 @@ impl Pipeline {
         let Some(m) = profile.kind.metric_index(&r.metric) else {
             return match self.settings.unknown_metric {
                 UnknownPolicy::Reject => {
-                    let known: Vec<&str> = profile.metrics.iter().map(|m| m.name.as_str()).collect();
+                    let known: Vec<&str> =
+                        profile.metrics.iter().map(|m| m.name.as_str()).collect();
                     let detail = format!(
                         "{} has no metric {:?} (known: {})",
                         profile.kind.name,
@@ -436,10 +473,21 @@ impl Pipeline {
         };
         let fault_slot = Slot::Fault(m as u16);
         match validate::check(&r, metric, &mut state.metrics[m], &self.settings, now) {
-            Verdict::Reject { reason, detail, fault } => {
+            Verdict::Reject {
+                reason,
+                detail,
+                fault,
+            } => {
                 if let Some(threshold) = fault.filter(|_| self.settings.fault_alerts) {
                     let info = alerts::Info::fault(&r, &profile, metric, &detail, threshold);
-                    alerts::drive(&mut state.metrics[m].fault, fault_slot, info.target(), r.ts, &info, &mut ctx);
+                    alerts::drive(
+                        &mut state.metrics[m].fault,
+                        fault_slot,
+                        info.target(),
+                        r.ts,
+                        &info,
+                        &mut ctx,
+                    );
                 }
                 return Err((r, reason, detail));
             }
@@ -447,27 +495,52 @@ impl Pipeline {
                 state.last_seen = state.last_seen.max(r.ts);
                 return Ok(r);
             }
-            Verdict::Suspect { reason, detail, threshold } => {
+            Verdict::Suspect {
+                reason,
+                detail,
+                threshold,
+            } => {
                 if self.settings.suspect == SuspectPolicy::Reject {
                     return Err((r, reason, detail));
                 }
                 if self.settings.fault_alerts {
                     let info = alerts::Info::fault(&r, &profile, metric, &detail, threshold);
-                    alerts::drive(&mut state.metrics[m].fault, fault_slot, info.target(), r.ts, &info, &mut ctx);
+                    alerts::drive(
+                        &mut state.metrics[m].fault,
+                        fault_slot,
+                        info.target(),
+                        r.ts,
+                        &info,
+                        &mut ctx,
+                    );
                 }
                 r.quality = crate::model::Quality::Suspect;
             }
             Verdict::Good => {
                 if state.metrics[m].fault.is_some() {
                     let info = alerts::Info::fault(&r, &profile, metric, "", 0.0);
-                    alerts::drive(&mut state.metrics[m].fault, fault_slot, None, r.ts, &info, &mut ctx);
+                    alerts::drive(
+                        &mut state.metrics[m].fault,
+                        fault_slot,
+                        None,
+                        r.ts,
+                        &info,
+                        &mut ctx,
+                    );
                 }
             }
         }
         state.last_seen = state.last_seen.max(r.ts);
         if state.offline.is_some() {
             let info = alerts::Info::offline(&r.sensor, &profile, 0, 0);
-            alerts::drive(&mut state.offline, Slot::Offline, None, r.ts, &info, &mut ctx);
+            alerts::drive(
+                &mut state.offline,
+                Slot::Offline,
+                None,
+                r.ts,
+                &info,
+                &mut ctx,
+            );
         }
         let evaluate = r.quality == crate::model::Quality::Good
             || self.settings.suspect == SuspectPolicy::StoreAndEvaluate;
@@ -489,17 +562,28 @@ impl Pipeline {
     }
 
     /// Registers a sensor the config does not list, if the policy and the payload allow.
-    fn register(&mut self, r: &Reading, now: TimestampMs, out: &mut Output) -> Result<(), (&'static str, String)> {
+    fn register(
+        &mut self,
+        r: &Reading,
+        now: TimestampMs,
+        out: &mut Output,
+    ) -> Result<(), (&'static str, String)> {
         if self.settings.unknown_sensor == UnknownPolicy::Reject {
             return Err((
                 "unknown_sensor",
-                format!("sensor {} is not configured and validation.unknown_sensor = \"reject\"", r.sensor),
+                format!(
+                    "sensor {} is not configured and validation.unknown_sensor = \"reject\"",
+                    r.sensor
+                ),
             ));
         }
         if r.kind.is_empty() {
             return Err((
                 "unknown_sensor",
-                format!("sensor {} is not configured and the payload names no kind", r.sensor),
+                format!(
+                    "sensor {} is not configured and the payload names no kind",
+                    r.sensor
+                ),
             ));
         }
         let Some(profile) = self.catalog.unlisted(&r.kind, r.tags.clone()) else {
@@ -507,7 +591,11 @@ impl Pipeline {
             kinds.sort_unstable();
             return Err((
                 "unknown_kind",
-                format!("unknown sensor kind {:?} (known kinds: {})", r.kind, kinds.join(", ")),
+                format!(
+                    "unknown sensor kind {:?} (known kinds: {})",
+                    r.kind,
+                    kinds.join(", ")
+                ),
             ));
         };
         out.new_sensors.push(NewSensor {
@@ -516,7 +604,8 @@ impl Pipeline {
             tags: profile.tags.clone(),
             first_seen: r.ts,
         });
-        self.sensors.insert(r.sensor.clone(), SensorState::new(profile, now.min(r.ts)));
+        self.sensors
+            .insert(r.sensor.clone(), SensorState::new(profile, now.min(r.ts)));
         Ok(())
     }
 }

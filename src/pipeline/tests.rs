@@ -183,18 +183,73 @@ fn every_validation_reason() {
     let mut no_kind = Reading::new("s9", "", "level", 5.0, t);
     no_kind.ts_source = TsSource::Device;
     let cases: Vec<Case> = vec![
-        ("out of range", vec![], reading("ph", 17.0, t), "out_of_range"),
-        ("below range", vec![], reading("level", -11.0, t), "out_of_range"),
+        (
+            "out of range",
+            vec![],
+            reading("ph", 17.0, t),
+            "out_of_range",
+        ),
+        (
+            "below range",
+            vec![],
+            reading("level", -11.0, t),
+            "out_of_range",
+        ),
         ("NaN", vec![], reading("level", f64::NAN, t), "not_finite"),
-        ("+Inf", vec![], reading("level", f64::INFINITY, t), "not_finite"),
-        ("-Inf", vec![], reading("level", f64::NEG_INFINITY, t), "not_finite"),
-        ("future", vec![], reading("level", 5.0, t + HOUR), "future_timestamp"),
-        ("stale", vec![], reading("level", 5.0, t - 8 * 24 * HOUR), "stale_timestamp"),
-        ("duplicate", vec![reading("level", 5.0, t)], reading("level", 5.1, t), "duplicate"),
-        ("unknown metric", vec![], reading("salinity", 5.0, t), "unknown_metric"),
-        ("unknown kind", vec![], Reading::new("s2", "volcano", "level", 5.0, t), "unknown_kind"),
-        ("unknown sensor without kind", vec![], no_kind, "unknown_sensor"),
-        ("kind mismatch", vec![reading("level", 5.0, t - MIN)], wrong_kind, "kind_mismatch"),
+        (
+            "+Inf",
+            vec![],
+            reading("level", f64::INFINITY, t),
+            "not_finite",
+        ),
+        (
+            "-Inf",
+            vec![],
+            reading("level", f64::NEG_INFINITY, t),
+            "not_finite",
+        ),
+        (
+            "future",
+            vec![],
+            reading("level", 5.0, t + HOUR),
+            "future_timestamp",
+        ),
+        (
+            "stale",
+            vec![],
+            reading("level", 5.0, t - 8 * 24 * HOUR),
+            "stale_timestamp",
+        ),
+        (
+            "duplicate",
+            vec![reading("level", 5.0, t)],
+            reading("level", 5.1, t),
+            "duplicate",
+        ),
+        (
+            "unknown metric",
+            vec![],
+            reading("salinity", 5.0, t),
+            "unknown_metric",
+        ),
+        (
+            "unknown kind",
+            vec![],
+            Reading::new("s2", "volcano", "level", 5.0, t),
+            "unknown_kind",
+        ),
+        (
+            "unknown sensor without kind",
+            vec![],
+            no_kind,
+            "unknown_sensor",
+        ),
+        (
+            "kind mismatch",
+            vec![reading("level", 5.0, t - MIN)],
+            wrong_kind,
+            "kind_mismatch",
+        ),
         ("wrong unit", vec![], unit, "wrong_unit"),
         (
             "counter backwards",
@@ -207,7 +262,11 @@ fn every_validation_reason() {
         let mut p = pipeline();
         for s in setup {
             let out = feed_at(&mut p, s, t);
-            assert!(out.dead_letters.is_empty(), "{what}: setup rejected: {:?}", out.dead_letters);
+            assert!(
+                out.dead_letters.is_empty(),
+                "{what}: setup rejected: {:?}",
+                out.dead_letters
+            );
         }
         let out = feed_at(&mut p, r, t);
         assert_eq!(rejected(&out), Some(expected), "{what}");
@@ -231,7 +290,10 @@ fn unknown_metric_policy_accept() {
     let mut p = pipeline_with("[validation]\nunknown_metric = \"accept\"\n");
     let out = feed_v(&mut p, "salinity", 5.0, t0());
     assert_eq!(out.accepted.len(), 1);
-    assert_eq!(out.accepted[0].kind, "tk", "the kind is resolved for the store");
+    assert_eq!(
+        out.accepted[0].kind, "tk",
+        "the kind is resolved for the store"
+    );
 }
 
 #[test]
@@ -262,7 +324,9 @@ fn new_sensor_is_registered_once_with_its_tags() {
 #[test]
 fn counter_rollover_is_accepted() {
     let mut p = pipeline();
-    assert!(feed_v(&mut p, "energy", 99_990.0, t0()).dead_letters.is_empty());
+    assert!(feed_v(&mut p, "energy", 99_990.0, t0())
+        .dead_letters
+        .is_empty());
     let out = feed_v(&mut p, "energy", 5.0, t0() + MIN);
     assert_eq!(out.accepted.len(), 1, "{:?}", out.dead_letters);
 }
@@ -273,9 +337,15 @@ fn counter_backwards_raises_a_fault_that_clears() {
     feed_v(&mut p, "energy", 500.0, t0());
     let out = feed_v(&mut p, "energy", 10.0, t0() + MIN);
     assert_eq!(rejected(&out), Some("counter_backwards"));
-    assert_eq!(events(&out, FAULT_RULE), vec![(AlertEventKind::Raised, Severity::Info)]);
+    assert_eq!(
+        events(&out, FAULT_RULE),
+        vec![(AlertEventKind::Raised, Severity::Info)]
+    );
     let out = feed_v(&mut p, "energy", 501.0, t0() + 2 * MIN);
-    assert_eq!(events(&out, FAULT_RULE), vec![(AlertEventKind::Resolved, Severity::Info)]);
+    assert_eq!(
+        events(&out, FAULT_RULE),
+        vec![(AlertEventKind::Resolved, Severity::Info)]
+    );
 }
 
 #[test]
@@ -287,8 +357,14 @@ fn spike_is_suspect_stored_and_kept_from_rules() {
     assert_eq!(out.accepted.len(), 1);
     assert_eq!(out.accepted[0].quality, Quality::Suspect);
     assert_eq!(out.stats.suspect, 1);
-    assert!(events(&out, "level").is_empty(), "suspect readings do not drive rules");
-    assert_eq!(events(&out, FAULT_RULE), vec![(AlertEventKind::Raised, Severity::Info)]);
+    assert!(
+        events(&out, "level").is_empty(),
+        "suspect readings do not drive rules"
+    );
+    assert_eq!(
+        events(&out, FAULT_RULE),
+        vec![(AlertEventKind::Raised, Severity::Info)]
+    );
 }
 
 #[test]
@@ -306,7 +382,10 @@ fn suspect_policy_store_and_evaluate_drives_rules() {
     feed_v(&mut p, "level", 5.0, t0());
     let out = feed_v(&mut p, "level", 12.5, t0() + MIN);
     assert_eq!(out.accepted[0].quality, Quality::Suspect);
-    assert_eq!(events(&out, "level"), vec![(AlertEventKind::Raised, Severity::Critical)]);
+    assert_eq!(
+        events(&out, "level"),
+        vec![(AlertEventKind::Raised, Severity::Critical)]
+    );
 }
 
 #[test]
@@ -330,7 +409,10 @@ fn flatline_needs_count_and_duration() {
     assert_eq!(qualities, vec![Good, Good, Good, Suspect, Suspect, Suspect]);
     let out = feed_v(&mut p, "level", 4.3, t0() + 24 * MIN);
     assert_eq!(out.accepted[0].quality, Good);
-    assert_eq!(events(&out, FAULT_RULE), vec![(AlertEventKind::Resolved, Severity::Info)]);
+    assert_eq!(
+        events(&out, FAULT_RULE),
+        vec![(AlertEventKind::Resolved, Severity::Info)]
+    );
 }
 
 #[test]
@@ -384,7 +466,11 @@ fn repeated_breaches_update_one_alert() {
     assert!((a.value - 10.4).abs() < 1e-9);
     assert_eq!(a.started_at, t0());
     assert_eq!(a.updated_at, t0() + 40 * MIN);
-    let active: Vec<_> = p.active_alerts().into_iter().filter(|a| a.rule == "level").collect();
+    let active: Vec<_> = p
+        .active_alerts()
+        .into_iter()
+        .filter(|a| a.rule == "level")
+        .collect();
     assert_eq!(active.len(), 1);
 }
 
@@ -418,7 +504,10 @@ fn for_duration_delays_the_raise_and_a_dip_resets_it() {
     assert!(g(&mut p, 10.0, 8).is_empty(), "the dip resets the clock");
     assert!(g(&mut p, 30.0, 9).is_empty());
     assert!(g(&mut p, 30.0, 18).is_empty(), "9 minutes is not 10");
-    assert_eq!(g(&mut p, 31.0, 19), vec![(AlertEventKind::Raised, Severity::Warning)]);
+    assert_eq!(
+        g(&mut p, 31.0, 19),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
 }
 
 #[test]
@@ -431,14 +520,20 @@ fn window_sum_raises_the_rainstorm_levels() {
         let out = feed_v(&mut p, "rain", 10.0, t0() + i * 10 * MIN);
         got.extend(events(&out, "rain_3h"));
     }
-    assert_eq!(got, vec![(Raised, Severity::Major), (Escalated, Severity::Critical)]);
+    assert_eq!(
+        got,
+        vec![(Raised, Severity::Major), (Escalated, Severity::Critical)]
+    );
     // dry for 3 hours: the readings fall out of the window and the alert clears
     let mut later = vec![];
     for i in 12..40 {
         let out = feed_v(&mut p, "rain", 0.0, t0() + i * 10 * MIN);
         later.extend(events(&out, "rain_3h"));
     }
-    assert_eq!(later, vec![(Deescalated, Severity::Major), (Resolved, Severity::Major)]);
+    assert_eq!(
+        later,
+        vec![(Deescalated, Severity::Major), (Resolved, Severity::Major)]
+    );
 }
 
 #[test]
@@ -449,22 +544,32 @@ fn rate_of_change_per_hour() {
     assert!(events(&feed_v(&mut p, "level", 5.2, t0() + 30 * MIN), "rise").is_empty());
     // +0.4 m in 30 min = 0.8 m/h
     let out = feed_v(&mut p, "level", 5.6, t0() + 60 * MIN);
-    assert_eq!(events(&out, "rise"), vec![(AlertEventKind::Raised, Severity::Warning)]);
+    assert_eq!(
+        events(&out, "rise"),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
     let a = &out.events[0].alert;
-    assert!((a.value - 0.8).abs() < 1e-9, "the alert carries the rate, got {}", a.value);
+    assert!(
+        (a.value - 0.8).abs() < 1e-9,
+        "the alert carries the rate, got {}",
+        a.value
+    );
     let out = feed_v(&mut p, "level", 5.65, t0() + 90 * MIN);
-    assert_eq!(events(&out, "rise"), vec![(AlertEventKind::Resolved, Severity::Warning)]);
+    assert_eq!(
+        events(&out, "rise"),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
 }
 
 #[test]
 fn schedule_limits_by_local_time_across_midnight() {
     // (local hour:minute offset from 2026-11-22 00:00 +08:00, dB, alert active afterwards)
     let cases = [
-        (-2 * 60, 55.0, true),    // 22:00 the day before: night limit 50
-        (-1, 55.0, true),         // 23:59
-        (0, 55.0, true),          // midnight
+        (-2 * 60, 55.0, true),     // 22:00 the day before: night limit 50
+        (-1, 55.0, true),          // 23:59
+        (0, 55.0, true),           // midnight
         (5 * 60 + 59, 55.0, true), // 05:59
-        (6 * 60, 55.0, false),    // 06:00: day limit 60
+        (6 * 60, 55.0, false),     // 06:00: day limit 60
         (12 * 60, 59.0, false),
         (12 * 60 + 1, 61.0, true),
         (21 * 60 + 59, 55.0, false),
@@ -483,10 +588,16 @@ fn deadman_raises_offline_and_the_next_reading_clears_it() {
     feed_v(&mut p, "level", 5.0, t0());
     assert!(p.tick(t0() + 9 * MIN).events.is_empty());
     let out = p.tick(t0() + 10 * MIN);
-    assert_eq!(events(&out, OFFLINE_RULE), vec![(AlertEventKind::Raised, Severity::Warning)]);
+    assert_eq!(
+        events(&out, OFFLINE_RULE),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
     assert!(p.tick(t0() + 20 * MIN).events.is_empty(), "raised once");
     let out = feed_v(&mut p, "level", 5.0, t0() + 21 * MIN);
-    assert_eq!(events(&out, OFFLINE_RULE), vec![(AlertEventKind::Resolved, Severity::Warning)]);
+    assert_eq!(
+        events(&out, OFFLINE_RULE),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
 }
 
 #[test]
@@ -501,7 +612,10 @@ fn configured_sensor_that_never_reports_goes_offline() {
 fn per_sensor_override_sets_a_stations_levels() {
     let mut p = pipeline_with("[sensors.s1]\nkind = \"tk\"\nrules.level = { above = { warning = 4.0, critical = 6.0 } }\n");
     let out = feed_v(&mut p, "level", 5.0, t0());
-    assert_eq!(events(&out, "level"), vec![(AlertEventKind::Raised, Severity::Warning)]);
+    assert_eq!(
+        events(&out, "level"),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
     assert_eq!(out.events[0].alert.threshold, 4.0);
 }
 
@@ -510,11 +624,19 @@ fn ack_is_an_event_and_unknown_ids_are_refused() {
     let mut p = pipeline();
     let out = feed_v(&mut p, "level", 11.0, t0());
     let id = out.events[0].alert.id.clone();
-    let out = p.ack(&id, "operator 7", "crew dispatched", t0() + MIN).expect("active alert");
+    let out = p
+        .ack(&id, "operator 7", "crew dispatched", t0() + MIN)
+        .expect("active alert");
     assert_eq!(out.events[0].event, AlertEventKind::Acknowledged);
     let ack = out.alerts[0].ack.as_ref().expect("ack recorded");
-    assert_eq!((ack.by.as_str(), ack.comment.as_str()), ("operator 7", "crew dispatched"));
-    assert_eq!(p.ack("nope", "x", "", t0()).err(), Some(AckError::NotActive));
+    assert_eq!(
+        (ack.by.as_str(), ack.comment.as_str()),
+        ("operator 7", "crew dispatched")
+    );
+    assert_eq!(
+        p.ack("nope", "x", "", t0()).err(),
+        Some(AckError::NotActive)
+    );
 }
 
 #[test]
@@ -528,11 +650,17 @@ fn restored_alerts_are_updated_not_raised_again() {
     let out = second.restore_alerts(stored.clone(), t0() + HOUR);
     assert!(out.events.is_empty());
     let out = feed_v(&mut second, "level", 11.5, t0() + HOUR);
-    assert!(events(&out, "level").is_empty(), "no second Raised after a restart");
+    assert!(
+        events(&out, "level").is_empty(),
+        "no second Raised after a restart"
+    );
     assert_eq!(out.alerts[0].id, stored[0].id);
     assert_eq!(out.alerts[0].count, 2);
     let out = feed_v(&mut second, "level", 9.0, t0() + 2 * HOUR);
-    assert_eq!(events(&out, "level"), vec![(AlertEventKind::Resolved, Severity::Warning)]);
+    assert_eq!(
+        events(&out, "level"),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
     assert_eq!(out.events[0].alert.id, stored[0].id);
 }
 

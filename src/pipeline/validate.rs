@@ -85,12 +85,23 @@ fn fmt_dur(ms: i64) -> String {
     humantime::format_duration(d).to_string()
 }
 
-pub(super) fn check(r: &Reading, metric: &Metric, st: &mut MetricState, s: &Settings, now: i64) -> Verdict {
+pub(super) fn check(
+    r: &Reading,
+    metric: &Metric,
+    st: &mut MetricState,
+    s: &Settings,
+    now: i64,
+) -> Verdict {
     let name = &metric.name;
     if let Some(unit) = &r.unit {
         if !metric.accepts_unit(unit) {
             let mut known = vec![format!("{:?}", metric.unit.as_str())];
-            known.extend(metric.unit_aliases.iter().map(|a| format!("{:?}", a.as_str())));
+            known.extend(
+                metric
+                    .unit_aliases
+                    .iter()
+                    .map(|a| format!("{:?}", a.as_str())),
+            );
             return reject(
                 "wrong_unit",
                 format!("{name} came in {unit:?}, expected {}", known.join(" or ")),
@@ -137,7 +148,11 @@ pub(super) fn check(r: &Reading, metric: &Metric, st: &mut MetricState, s: &Sett
     if st.recent.contains(&r.ts) || st.last.is_some_and(|(t, _)| t == r.ts) {
         return reject(
             "duplicate",
-            format!("{name} of {} at {} was already received", r.sensor, fmt_ts(r.ts)),
+            format!(
+                "{name} of {} at {} was already received",
+                r.sensor,
+                fmt_ts(r.ts)
+            ),
         );
     }
     let Some((last_ts, last_v)) = st.last else {
