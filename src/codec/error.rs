@@ -46,9 +46,6 @@ pub enum CodecError {
         message: String,
     },
 
-    #[error("JSON nested too deep at line {line}, column {column}")]
-    TooDeep { line: usize, column: usize },
-
     #[error("more than {limit} readings in one payload")]
     TooManyItems { limit: usize },
 
@@ -150,7 +147,6 @@ impl CodecError {
             EmptyPayload => "empty_payload",
             InvalidUtf8 { .. } => "invalid_utf8",
             InvalidJson { .. } => "invalid_json",
-            TooDeep { .. } => "too_deep",
             TooManyItems { .. } => "too_many_items",
             TooManyErrors { .. } => "too_many_errors",
             NotAnObject { .. } => "not_an_object",
@@ -173,11 +169,10 @@ impl CodecError {
     }
 
     /// Every reason code, for pre-registering metrics and for the docs.
-    pub const REASONS: [&'static str; 15] = [
+    pub const REASONS: [&'static str; 14] = [
         "empty_payload",
         "invalid_utf8",
         "invalid_json",
-        "too_deep",
         "too_many_items",
         "too_many_errors",
         "not_an_object",
@@ -205,6 +200,56 @@ pub(crate) fn snippet(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_is_listed() {
+        let at = Loc::Item(1);
+        let all = [
+            CodecError::EmptyPayload,
+            CodecError::InvalidUtf8 { at, offset: 0 },
+            CodecError::InvalidJson {
+                line: 1,
+                column: 1,
+                message: String::new(),
+            },
+            CodecError::TooManyItems { limit: 1 },
+            CodecError::TooManyErrors { suppressed: 1 },
+            CodecError::NotAnObject {
+                at,
+                expected: "",
+                found: "",
+            },
+            CodecError::MissingSensor { at },
+            CodecError::MissingMetric,
+            CodecError::WrongType {
+                at,
+                field: "m".into(),
+                expected: "",
+                found: "",
+            },
+            CodecError::BadTimestamp {
+                at,
+                text: String::new(),
+                why: "",
+            },
+            CodecError::NoValue { at },
+            CodecError::SenmlMissingName { at },
+            CodecError::InvalidLine {
+                line: 1,
+                column: 1,
+                expected: "",
+            },
+            CodecError::NotANumber {
+                text: String::new(),
+            },
+        ];
+        let mut reasons: Vec<_> = all.iter().map(CodecError::reason).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        let mut listed = CodecError::REASONS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(reasons, listed);
+    }
 
     #[test]
     fn snippet_cuts_on_a_char_boundary() {

@@ -99,7 +99,9 @@ fn decode_object<'de, A: MapAccess<'de>>(
                     at,
                 }))?;
                 if let Err(found) = found {
-                    problems.object.push(wrong_type(at, "tags", "an object", found));
+                    problems
+                        .object
+                        .push(wrong_type(at, "tags", "an object", found));
                 }
             }
             "values" => {
@@ -272,12 +274,8 @@ impl<'de> Compound<'de> for TagsOf<'_> {
                 Scalar::Bool(b) => format_compact!("{b}"),
                 other => {
                     let field = format_compact!("tags.{key}");
-                    self.problems.push(wrong_type(
-                        self.at,
-                        &field,
-                        "a string",
-                        other.type_name(),
-                    ));
+                    self.problems
+                        .push(wrong_type(self.at, &field, "a string", other.type_name()));
                     continue;
                 }
             };
@@ -307,7 +305,10 @@ mod tests {
             payload: 7,
             ..Default::default()
         };
-        let (out, errors) = run(r#"{"ph":7.1,"cod":12,"sensor":"wq-0042","ts":1732250000000}"#, &ctx);
+        let (out, errors) = run(
+            r#"{"ph":7.1,"cod":12,"sensor":"wq-0042","ts":1732250000000}"#,
+            &ctx,
+        );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(out.len(), 2);
         for r in &out {

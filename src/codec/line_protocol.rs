@@ -66,7 +66,10 @@ fn emit_line(em: &mut Emitter, line: &ParsedLine, line_no: usize) -> Result<(), 
         if k == "sensor" {
             sensor = Some(CompactString::from(v.as_ref()));
         } else {
-            tags.push((CompactString::from(k.as_ref()), CompactString::from(v.as_ref())));
+            tags.push((
+                CompactString::from(k.as_ref()),
+                CompactString::from(v.as_ref()),
+            ));
         }
     }
     let Some(sensor) = sensor.or_else(|| em.ctx.sensor.map(CompactString::from)) else {
@@ -338,10 +341,16 @@ fn parse_field_value(token: &str) -> Option<f64> {
         _ => {}
     }
     if let Some(int) = token.strip_suffix('i') {
-        return plain_integer(int, true)?.parse::<i64>().ok().map(|v| v as f64);
+        return plain_integer(int, true)?
+            .parse::<i64>()
+            .ok()
+            .map(|v| v as f64);
     }
     if let Some(uint) = token.strip_suffix('u') {
-        return plain_integer(uint, false)?.parse::<u64>().ok().map(|v| v as f64);
+        return plain_integer(uint, false)?
+            .parse::<u64>()
+            .ok()
+            .map(|v| v as f64);
     }
     let is_float_syntax = token.bytes().any(|b| b.is_ascii_digit())
         && token
@@ -375,14 +384,24 @@ mod tests {
 
     #[test]
     fn escapes_in_every_position() {
-        let p = parse(r#"water\ quality,sensor=wq\,1,site\=x=a\ b\\c ph\ v=7.1,note="a \"q\" b, c" 1"#)
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let p =
+            parse(r#"water\ quality,sensor=wq\,1,site\=x=a\ b\\c ph\ v=7.1,note="a \"q\" b, c" 1"#)
+                .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(p.measurement, "water quality");
         assert_eq!(
             p.tags,
-            vec![("sensor".into(), "wq,1".into()), ("site=x".into(), r"a b\\c".into())]
+            vec![
+                ("sensor".into(), "wq,1".into()),
+                ("site=x".into(), r"a b\\c".into())
+            ]
         );
-        assert_eq!(p.fields, vec![("ph v".into(), Field::Number(7.1)), ("note".into(), Field::String)]);
+        assert_eq!(
+            p.fields,
+            vec![
+                ("ph v".into(), Field::Number(7.1)),
+                ("note".into(), Field::String)
+            ]
+        );
         assert_eq!(p.timestamp, Some("1"));
     }
 
@@ -410,8 +429,14 @@ mod tests {
         assert_eq!(err("m,t f=1"), Some((3, "'=' after the tag key")));
         assert_eq!(err("m f"), Some((3, "'=' after the field key")));
         assert_eq!(err("m f="), Some((4, "a field value")));
-        assert_eq!(err(r#"m f="open"#), Some((9, "a closing '\"' for the string field")));
-        assert_eq!(err("m f=1 2 3"), Some((8, "the end of the line after the timestamp")));
+        assert_eq!(
+            err(r#"m f="open"#),
+            Some((9, "a closing '\"' for the string field"))
+        );
+        assert_eq!(
+            err("m f=1 2 3"),
+            Some((8, "the end of the line after the timestamp"))
+        );
         assert_eq!(err(",t=1 f=1"), Some((0, "a measurement name")));
     }
 
@@ -422,7 +447,10 @@ mod tests {
         assert_eq!(p.fields[1].0, r"g\n");
         assert_eq!(
             parse(r"m,k=v\").err(),
-            Some(SyntaxError { pos: 6, expected: "a space, then the fields" })
+            Some(SyntaxError {
+                pos: 6,
+                expected: "a space, then the fields"
+            })
         );
     }
 }

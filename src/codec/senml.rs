@@ -298,7 +298,9 @@ fn split_name<'n>(
     match chars.next() {
         None => return Err(CodecError::SenmlMissingName { at }),
         Some(first) if !first.is_ascii_alphanumeric() => {
-            return Err(bad("a name must start with a letter or digit (RFC 8428 §4.5.1)"))
+            return Err(bad(
+                "a name must start with a letter or digit (RFC 8428 §4.5.1)",
+            ))
         }
         Some(_) => {}
     }
@@ -313,12 +315,16 @@ fn split_name<'n>(
     };
     let metric = &name[cut + 1..];
     if metric.is_empty() {
-        return Err(bad("nothing after the last ':' or '/' to use as the metric"));
+        return Err(bad(
+            "nothing after the last ':' or '/' to use as the metric",
+        ));
     }
     let prefix = &name[..cut];
     let sensor = prefix.strip_prefix(DEVICE_URN_PREFIX).unwrap_or(prefix);
     if sensor.is_empty() {
-        return Err(bad("nothing before the last ':' or '/' to use as the sensor"));
+        return Err(bad(
+            "nothing before the last ':' or '/' to use as the sensor",
+        ));
     }
     Ok((sensor.into(), metric))
 }
@@ -347,7 +353,10 @@ mod tests {
         let ok = |s: &str, m: &str| Ok((s.to_string(), m.to_string()));
         assert_eq!(split("wq-0042/ph"), ok("wq-0042", "ph"));
         assert_eq!(split("urn:dev:wq-0042:ph"), ok("wq-0042", "ph"));
-        assert_eq!(split("urn:dev:ow:10e2073a01080063:temp"), ok("ow:10e2073a01080063", "temp"));
+        assert_eq!(
+            split("urn:dev:ow:10e2073a01080063:temp"),
+            ok("ow:10e2073a01080063", "temp")
+        );
         assert_eq!(split("qingcheng/wq-0042/ph"), ok("qingcheng/wq-0042", "ph"));
         assert_eq!(split("ph"), ok("route", "ph"));
         assert_eq!(split("wq-0042/"), Err("invalid_senml"));

@@ -73,8 +73,14 @@ mod tests {
             Some(1_732_250_000_123)
         );
         assert_eq!(from_precision(-1, Precision::Ns), Some(-1));
-        assert_eq!(from_precision(1_732_250_000_123_456, Precision::Us), Some(1_732_250_000_123));
-        assert_eq!(from_precision(1_732_250_000, Precision::S), Some(1_732_250_000_000));
+        assert_eq!(
+            from_precision(1_732_250_000_123_456, Precision::Us),
+            Some(1_732_250_000_123)
+        );
+        assert_eq!(
+            from_precision(1_732_250_000, Precision::S),
+            Some(1_732_250_000_000)
+        );
         assert_eq!(from_precision(i64::MAX, Precision::S), None);
         assert_eq!(from_precision(i64::MAX, Precision::Ms), None);
     }

@@ -20,7 +20,10 @@ pub(crate) fn decode(payload: &[u8], em: &mut Emitter) -> Result<(), CodecError>
     let value = parse_number(text).ok_or_else(|| CodecError::NotANumber {
         text: snippet(text),
     })?;
-    let sensor = em.ctx.sensor.ok_or(CodecError::MissingSensor { at: Loc::Payload })?;
+    let sensor = em
+        .ctx
+        .sensor
+        .ok_or(CodecError::MissingSensor { at: Loc::Payload })?;
     let metric = em.ctx.metric.ok_or(CodecError::MissingMetric)?;
     let start = em.len();
     em.push(metric, value)?;
