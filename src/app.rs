@@ -1,1 +1,592 @@
-//! TODO
+//! Wiring: sources → pipeline → store, over bounded channels.
+//!
+//! ```text
+//! http / demo ──Command──► pipeline task ──StoreMsg──► store thread (SQLite, blocking)
+//!   (decode)    bounded     (validate, rules)  bounded   group commit, then reply, print, count
+//! ```
+//! A source that needs to know its input is safe (an HTTP request, later an MQTT ack) waits
+//! for the reply, which is sent only after the store committed. Both channels are bounded, so
+//! a slow store pushes back on the pipeline and the pipeline on the sources.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use compact_str::CompactString;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::model::{Alert, AlertEvent, AlertEventKind, Batch, Severity, TimestampMs};
+use crate::pipeline::{AckError, Output, Pipeline, Settings};
+use crate::sinks::sqlite::{Commit, SensorRecord, SqliteReader, SqliteStore};
+use crate::telemetry;
+
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> TimestampMs {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What a source is told once its batch is committed.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Receipt {
+    pub accepted: u64,
+    /// Of the accepted, how many are suspect.
+    pub suspect: u64,
+    pub rejected: u64,
+    /// Rejections by reason.
+    pub reasons: BTreeMap<String, u64>,
+    /// The first rejections, with what was wrong.
+    pub errors: Vec<ReceiptError>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ReceiptError {
+    pub reason: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+}
+
+const RECEIPT_ERRORS_MAX: usize = 100;
+
+impl Receipt {
+    fn of(out: &Output) -> Receipt {
+        Receipt {
+            accepted: out.stats.accepted,
+            suspect: out.stats.suspect,
+            rejected: out.dead_letters.len() as u64,
+            reasons: out
+                .stats
+                .rejected
+                .iter()
+                .map(|(r, n)| (r.to_string(), *n))
+                .collect(),
+            errors: out
+                .dead_letters
+                .iter()
+                .take(RECEIPT_ERRORS_MAX)
+                .map(|d| ReceiptError {
+                    reason: d.reason.to_string(),
+                    detail: d.detail.clone(),
+                    sensor: d.sensor.as_ref().map(|s| s.to_string()),
+                    metric: d.metric.as_ref().map(|s| s.to_string()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Why a source's input could not be taken.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum IngestError {
+    #[error("the gateway is shutting down")]
+    Stopped,
+    #[error("the store could not commit: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Ack(#[from] AckError),
+}
+
+enum Command {
+    Ingest {
+        batch: Batch,
+        reply: Option<oneshot::Sender<Result<Receipt, IngestError>>>,
+    },
+    Ack {
+        id: String,
+        by: String,
+        comment: String,
+        reply: oneshot::Sender<Result<Alert, IngestError>>,
+    },
+}
+
+enum Reply {
+    None,
+    Receipt(oneshot::Sender<Result<Receipt, IngestError>>, Receipt),
+    Ack(oneshot::Sender<Result<Alert, IngestError>>, Alert),
+}
+
+enum StoreMsg {
+    Commit {
+        out: Output,
+        source: CompactString,
+        reply: Reply,
+    },
+    Prune {
+        older_than: TimestampMs,
+    },
+}
+
+/// The handle sources use to feed the pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Ingest {
+    /// Submits a batch and waits until its readings and dead letters are committed.
+    pub async fn submit(&self, batch: Batch) -> Result<Receipt, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ingest {
+                batch,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Submits a batch without waiting for its commit (still bounded: waits for room).
+    pub async fn send(&self, batch: Batch) -> Result<(), IngestError> {
+        self.tx
+            .send(Command::Ingest { batch, reply: None })
+            .await
+            .map_err(|_| IngestError::Stopped)
+    }
+
+    /// Acknowledges an active alert; answers once the acknowledgement is committed.
+    pub async fn ack(&self, id: &str, by: &str, comment: &str) -> Result<Alert, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ack {
+                id: id.to_string(),
+                by: by.to_string(),
+                comment: comment.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    addr: SocketAddr,
+    db_path: PathBuf,
+    ingest: Ingest,
+    reader: Arc<SqliteReader>,
+    stop_http: watch::Sender<bool>,
+    http: tokio::task::JoinHandle<()>,
+    pipeline: tokio::task::JoinHandle<()>,
+    store: std::thread::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Opens the store, restores alert state, and starts serving. With `listener` the caller
+    /// picks the socket (tests bind port 0); otherwise `http.listen` is bound.
+    pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Gateway> {
+        let config = Arc::new(config);
+        // Install the recorder before anything counts, or early counts go nowhere.
+        telemetry::metrics_handle();
+        std::fs::create_dir_all(&config.gateway.data_dir).with_context(|| {
+            format!(
+                "cannot create data directory {}",
+                config.gateway.data_dir.display()
+            )
+        })?;
+        let db_path = config.sqlite_path();
+        let mut store = SqliteStore::open(&db_path)
+            .with_context(|| format!("cannot open the store {}", db_path.display()))?;
+        let reader =
+            Arc::new(SqliteReader::open(&db_path).context("cannot open the store for reading")?);
+
+        let now = now_ms();
+        let catalog = Arc::new(Catalog::from_config(&config));
+        let mut pipeline = Pipeline::new(catalog.clone(), Settings::from_config(&config), now);
+        for s in reader
+            .sensors()
+            .context("cannot read the sensor registry")?
+        {
+            let tags = (!s.tags.is_empty()).then(|| {
+                s.tags
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            CompactString::from(k.as_str()),
+                            CompactString::from(v.as_str()),
+                        )
+                    })
+                    .collect()
+            });
+            pipeline.restore_sensor(&s.id, &s.kind, tags, now);
+        }
+        let active = store.active_alerts().context("cannot read active alerts")?;
+        let restored = active.len();
+        let out = pipeline.restore_alerts(active, now);
+        if !out.is_empty() {
+            commit_output(&mut store, &out, config.sqlite.dead_letter_raw_max)
+                .context("cannot resolve orphaned alerts")?;
+        }
+        info!(
+            store = %db_path.display(),
+            sensors = pipeline.sensor_count(),
+            active_alerts = restored - out.events.len(),
+            "store opened and alert state restored"
+        );
+
+        let cap = config.gateway.channel_capacity;
+        let (tx, rx) = mpsc::channel(cap);
+        let (store_tx, store_rx) = mpsc::channel(cap);
+        let store_cfg = StoreThread {
+            raw_max: config.sqlite.dead_letter_raw_max,
+            console: config.alerts.console,
+            tz: catalog.timezone,
+        };
+        let store = std::thread::Builder::new()
+            .name("citygate-store".into())
+            .spawn(move || store_cfg.run(store, store_rx))
+            .context("cannot start the store thread")?;
+        let timers = Timers {
+            deadman: config.gateway.deadman_interval.0,
+            prune: config.sqlite.prune_interval.0,
+            retention_ms: config.sqlite.retention.as_millis(),
+        };
+        let pipeline = tokio::spawn(run_pipeline(pipeline, rx, store_tx, timers));
+        let ingest = Ingest { tx };
+
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(config.http.listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {} (http.listen)", config.http.listen)
+                })?,
+        };
+        let addr = listener.local_addr().context("listener has no address")?;
+        let state = crate::http::AppState {
+            ingest: ingest.clone(),
+            reader: reader.clone(),
+            catalog,
+            db_path: db_path.clone(),
+            started_at: Instant::now(),
+        };
+        let router = crate::http::router(state, config.http.max_body_bytes);
+        let (stop_http, mut stopped) = watch::channel(false);
+        let http = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                error!(error = %e, "HTTP server failed");
+            }
+        });
+        info!(%addr, "HTTP API listening");
+        Ok(Gateway {
+            addr,
+            db_path,
+            ingest,
+            reader,
+            stop_http,
+            http,
+            pipeline,
+            store,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn db_path(&self) -> &std::path::Path {
+        &self.db_path
+    }
+
+    pub fn ingest(&self) -> Ingest {
+        self.ingest.clone()
+    }
+
+    pub fn reader(&self) -> Arc<SqliteReader> {
+        self.reader.clone()
+    }
+
+    /// Stops taking input, lets everything already taken be committed, and returns.
+    /// Every other `Ingest` handle must have been dropped for the pipeline to drain.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop_http.send(true);
+        let _ = self.http.await;
+        drop(self.ingest);
+        self.pipeline.await.context("pipeline task failed")?;
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.join())
+            .await
+            .context("store thread join failed")?
+            .map_err(|_| anyhow::anyhow!("store thread panicked"))?;
+        Ok(())
+    }
+}
+
+struct Timers {
+    deadman: Duration,
+    prune: Duration,
+    retention_ms: i64,
+}
+
+async fn run_pipeline(
+    mut pipeline: Pipeline,
+    mut rx: mpsc::Receiver<Command>,
+    store: mpsc::Sender<StoreMsg>,
+    timers: Timers,
+) {
+    let mut deadman = tokio::time::interval(timers.deadman);
+    deadman.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(timers.prune);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let msg = tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => break,
+                Some(Command::Ingest { batch, reply }) => {
+                    let source = batch.source.clone();
+                    let out = pipeline.process(batch, now_ms());
+                    let reply = match reply {
+                        Some(tx) => Reply::Receipt(tx, Receipt::of(&out)),
+                        None => Reply::None,
+                    };
+                    StoreMsg::Commit { out, source, reply }
+                }
+                Some(Command::Ack { id, by, comment, reply }) => match pipeline.ack(&id, &by, &comment, now_ms()) {
+                    Ok(out) => match out.alerts.first().cloned() {
+                        Some(alert) => StoreMsg::Commit { out, source: "api".into(), reply: Reply::Ack(reply, alert) },
+                        None => continue,
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        continue;
+                    }
+                },
+            },
+            _ = deadman.tick() => {
+                let out = pipeline.tick(now_ms());
+                if out.is_empty() {
+                    continue;
+                }
+                StoreMsg::Commit { out, source: "deadman".into(), reply: Reply::None }
+            }
+            _ = prune.tick() => StoreMsg::Prune { older_than: now_ms() - timers.retention_ms },
+        };
+        if store.send(msg).await.is_err() {
+            error!("the store thread stopped; the pipeline stops too");
+            break;
+        }
+    }
+}
+
+/// Commits one output in one transaction.
+fn commit_output(
+    store: &mut SqliteStore,
+    out: &Output,
+    raw_max: usize,
+) -> Result<(), crate::sinks::sqlite::StoreError> {
+    let sensors: Vec<SensorRecord> = out
+        .new_sensors
+        .iter()
+        .map(|s| SensorRecord {
+            id: s.id.clone(),
+            kind: s.kind.clone(),
+            tags: s
+                .tags
+                .iter()
+                .flat_map(|t| t.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            last_seen: s.first_seen,
+        })
+        .collect();
+    store.commit(&Commit {
+        readings: &out.accepted,
+        dead_letters: &out.dead_letters,
+        alerts: &out.alerts,
+        events: &out.events,
+        sensors: &sensors,
+        raw_max,
+    })?;
+    Ok(())
+}
+
+/// Most messages waiting at once that go into one transaction.
+const GROUP_MAX: usize = 64;
+
+struct StoreThread {
+    raw_max: usize,
+    console: bool,
+    tz: chrono_tz::Tz,
+}
+
+impl StoreThread {
+    fn run(self, mut store: SqliteStore, mut rx: mpsc::Receiver<StoreMsg>) {
+        let mut group = Vec::with_capacity(GROUP_MAX);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < GROUP_MAX {
+                match rx.try_recv() {
+                    Ok(m) => group.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut merged = Output::default();
+            let mut done = Vec::with_capacity(group.len());
+            let mut prune_before = None;
+            for msg in group.drain(..) {
+                match msg {
+                    StoreMsg::Commit { out, source, reply } => {
+                        merge(&mut merged, &out);
+                        done.push((out, source, reply));
+                    }
+                    StoreMsg::Prune { older_than } => prune_before = Some(older_than),
+                }
+            }
+            if !done.is_empty() {
+                self.commit_group(&mut store, &merged, done);
+            }
+            if let Some(cutoff) = prune_before {
+                match store.prune(cutoff) {
+                    Ok(p) => info!(
+                        readings = p.readings,
+                        dead_letters = p.dead_letters,
+                        alerts = p.alerts,
+                        "retention pruning"
+                    ),
+                    Err(e) => warn!(error = %error_chain(&e), "retention pruning failed"),
+                }
+            }
+        }
+    }
+
+    fn commit_group(
+        &self,
+        store: &mut SqliteStore,
+        merged: &Output,
+        done: Vec<(Output, CompactString, Reply)>,
+    ) {
+        let started = Instant::now();
+        let mut result = commit_output(store, merged, self.raw_max);
+        // A busy or failing disk may recover: retry a few times before failing the sources,
+        // which then retry themselves (HTTP clients get a 503).
+        let mut backoff = Duration::from_millis(50);
+        for _ in 0..4 {
+            match &result {
+                Err(e) if e.is_retryable() => {
+                    warn!(error = %error_chain(e), "store commit failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                    result = commit_output(store, merged, self.raw_max);
+                }
+                _ => break,
+            }
+        }
+        telemetry::record_commit_latency(started.elapsed().as_secs_f64(), result.is_ok());
+        match result {
+            Ok(()) => {
+                for (out, source, reply) in done {
+                    telemetry::record_committed(&source, &out.stats, &out.events);
+                    if self.console {
+                        print_events(&out.events, self.tz);
+                    }
+                    match reply {
+                        Reply::None => {}
+                        Reply::Receipt(tx, receipt) => {
+                            let _ = tx.send(Ok(receipt));
+                        }
+                        Reply::Ack(tx, alert) => {
+                            let _ = tx.send(Ok(alert));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = error_chain(&e);
+                error!(error = %msg, readings = merged.accepted.len(), "store commit failed; the sources are told");
+                for (_, _, reply) in done {
+                    match reply {
+                        Reply::None => {}
+                        Reply::Receipt(tx, _) => {
+                            let _ = tx.send(Err(IngestError::Store(msg.clone())));
+                        }
+                        Reply::Ack(tx, _) => {
+                            let _ = tx.send(Err(IngestError::Store(msg.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn merge(into: &mut Output, out: &Output) {
+    into.accepted.extend_from_slice(&out.accepted);
+    into.dead_letters.extend_from_slice(&out.dead_letters);
+    into.events.extend_from_slice(&out.events);
+    into.alerts.extend_from_slice(&out.alerts);
+    into.new_sensors.extend_from_slice(&out.new_sensors);
+}
+
+/// An error with all its causes, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// Prints alert events for a person watching the console.
+fn print_events(events: &[AlertEvent], tz: chrono_tz::Tz) {
+    if events.is_empty() {
+        return;
+    }
+    let color = std::io::stdout().is_terminal();
+    let mut stdout = std::io::stdout().lock();
+    for e in events {
+        let _ = writeln!(stdout, "{}", format_event(e, tz, color));
+    }
+}
+
+/// One readable line per alert event.
+pub fn format_event(e: &AlertEvent, tz: chrono_tz::Tz, color: bool) -> String {
+    let time = chrono::DateTime::from_timestamp_millis(e.at)
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default();
+    let sev = e.alert.severity;
+    let (on, off) = match (color, sev) {
+        (false, _) => ("", ""),
+        (true, Severity::Info) => ("\x1b[36m", "\x1b[0m"),
+        (true, Severity::Warning) => ("\x1b[33m", "\x1b[0m"),
+        (true, Severity::Major) => ("\x1b[38;5;208m", "\x1b[0m"),
+        (true, Severity::Critical) => ("\x1b[1;31m", "\x1b[0m"),
+    };
+    let event = match e.event {
+        AlertEventKind::Raised => "RAISED",
+        AlertEventKind::Escalated => "ESCALATED",
+        AlertEventKind::Deescalated => "LOWERED",
+        AlertEventKind::Resolved => "RESOLVED",
+        AlertEventKind::Acknowledged => "ACKED",
+    };
+    format!(
+        "{time} {on}{:<8}{off} {event:<9} {} [{}] {}",
+        sev.as_str().to_uppercase(),
+        e.alert.kind,
+        e.alert.rule,
+        e.alert.message
+    )
+}

@@ -1,1 +1,114 @@
-fn main() {}
+//! The citygate binary: parse the command line, load the config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use citygate::catalog::table::{render, Lang};
+use citygate::config::{self, Config, Source};
+
+#[derive(Parser)]
+#[command(
+    name = "citygate",
+    version,
+    about = "Smart-city sensor ingestion gateway"
+)]
+struct Cli {
+    /// Config file(s) layered over the built-in defaults, in order. Environment variables
+    /// CITYGATE__SECTION__KEY override both.
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    config: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGINT or SIGTERM.
+    Run,
+    /// Check the configuration: print every problem with its key path, exit non-zero if any.
+    CheckConfig,
+    /// Print the sensor kinds, metrics, units and rules.
+    Catalog {
+        /// Language of display names.
+        #[arg(long, value_enum, default_value = "en")]
+        lang: LangArg,
+    },
+    /// Run the gateway with a simulated fleet of every sensor kind and scripted incidents.
+    Demo(citygate::demo::DemoArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LangArg {
+    En,
+    Zh,
+}
+
+fn load(paths: &[PathBuf]) -> Result<Config, ExitCode> {
+    let sources: Vec<Source> = paths.iter().cloned().map(Source::File).collect();
+    config::load(&sources).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig => match load(&cli.config) {
+            Ok(c) => {
+                println!(
+                    "configuration OK: {} sensor kinds, {} configured sensors",
+                    c.catalog.len(),
+                    c.sensors.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Catalog { lang } => match load(&cli.config) {
+            Ok(c) => {
+                let lang = match lang {
+                    LangArg::En => Lang::En,
+                    LangArg::Zh => Lang::Zh,
+                };
+                print!("{}", render(&c, lang));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run => {
+            let config = match load(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            citygate::telemetry::init_logging();
+            run_async(citygate::demo::run_gateway(config))
+        }
+        Command::Demo(args) => {
+            citygate::telemetry::init_logging();
+            run_async(citygate::demo::run(args, cli.config))
+        }
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

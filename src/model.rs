@@ -114,6 +114,29 @@ pub struct DeadLetter {
     pub raw: Bytes,
 }
 
+impl DeadLetter {
+    /// A payload that could not be decoded at all, or one item of it.
+    pub fn undecodable(
+        source: &str,
+        received_at: TimestampMs,
+        reason: &'static str,
+        detail: String,
+        raw: Bytes,
+    ) -> Self {
+        DeadLetter {
+            received_at,
+            source: source.into(),
+            reason,
+            detail,
+            sensor: None,
+            metric: None,
+            value: None,
+            ts: None,
+            raw,
+        }
+    }
+}
+
 /// A unit of work: the readings from one or more payloads, moved together through bounded
 /// channels so that per-message overhead is paid once per batch.
 #[derive(Clone, Debug, Default)]

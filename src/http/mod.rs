@@ -1,1 +1,127 @@
-//! TODO
+//! The HTTP API (axum): ingest, queries over the embedded store, health and metrics.
+//!
+//! Every error is JSON `{"error": "...", "reason": "..."}` with a 4xx status that says whose
+//! fault it is; bad input never gets a 500.
+
+mod ingest;
+mod query;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::app::{error_chain, Ingest, IngestError};
+use crate::catalog::Catalog;
+use crate::sinks::sqlite::SqliteReader;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingest: Ingest,
+    pub reader: Arc<SqliteReader>,
+    pub catalog: Arc<Catalog>,
+    pub db_path: PathBuf,
+    pub started_at: Instant,
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/api/v1/ingest", post(ingest::ingest))
+        .route(
+            "/api/v1/ingest/{sensor}/{metric}",
+            post(ingest::ingest_value),
+        )
+        .route("/api/v1/readings", get(query::readings))
+        .route("/api/v1/alerts", get(query::alerts))
+        .route("/api/v1/alerts/{id}", get(query::alert))
+        .route("/api/v1/alerts/{id}/ack", post(query::ack))
+        .route("/api/v1/dead-letters", get(query::dead_letters))
+        .route("/health", get(query::health))
+        .route("/metrics", get(query::metrics))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// An API error: a status, a stable reason code and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.message, "reason": self.reason })),
+        )
+            .into_response()
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad_request("bad_query", r.body_text())
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Ack(e) => ApiError {
+                status: StatusCode::NOT_FOUND,
+                reason: "not_active",
+                message: e.to_string(),
+            },
+            other => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "unavailable",
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::sinks::sqlite::StoreError> for ApiError {
+    fn from(e: crate::sinks::sqlite::StoreError) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "store_unavailable",
+            message: error_chain(&e),
+        }
+    }
+}
+
+/// Parses a time given as epoch milliseconds or RFC 3339.
+pub(crate) fn parse_time(key: &str, s: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            ApiError::bad_request(
+                "bad_query",
+                format!("{key}={s:?} is not a time: give epoch milliseconds or RFC 3339 ({e})"),
+            )
+        })
+}

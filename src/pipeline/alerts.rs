@@ -16,7 +16,7 @@ pub const OFFLINE_RULE: &str = "offline";
 /// The rule name of sensor-fault alerts (suspect readings, counters going backwards).
 pub const FAULT_RULE: &str = "sensor_fault";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AckError {
     #[error("no active alert with that id")]
     NotActive,

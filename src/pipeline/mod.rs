@@ -25,6 +25,7 @@ use crate::model::{Alert, AlertState, Batch, DeadLetter, Reading, Tags, Timestam
 
 pub use alerts::{AckError, FAULT_RULE, OFFLINE_RULE};
 use alerts::{ActiveAlert, AlertRef, Slot};
+pub use validate::fmt_ts as fmt_time;
 use validate::{MetricState, Verdict};
 use window::Window;
 

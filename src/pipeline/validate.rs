@@ -74,7 +74,7 @@ fn reject(reason: &'static str, detail: String) -> Verdict {
 }
 
 /// Human form of a timestamp for error messages.
-pub(crate) fn fmt_ts(ms: i64) -> String {
+pub fn fmt_ts(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| format!("{ms} ms"))

@@ -1,0 +1,124 @@
+//! `POST /api/v1/ingest`: JSON, SenML or line protocol, chosen by `?format=` or Content-Type,
+//! and `POST /api/v1/ingest/{sensor}/{metric}` for a bare number.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{ApiError, AppState};
+use crate::app::{now_ms, Receipt};
+use crate::codec::{self, DecodeContext, Format, Precision};
+use crate::model::{Batch, DeadLetter};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestParams {
+    /// json, senml, line or value; overrides Content-Type.
+    format: Option<String>,
+    /// Sensor id for payloads that name none.
+    sensor: Option<String>,
+    /// Sensor kind for payloads that name none.
+    kind: Option<String>,
+    /// Metric of a bare value.
+    metric: Option<String>,
+    /// Line-protocol timestamp precision: ns (default), us, ms, s.
+    precision: Option<String>,
+}
+
+pub async fn ingest(
+    State(st): State<AppState>,
+    params: Result<Query<IngestParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Receipt>, ApiError> {
+    let Query(p) = params?;
+    let format = match &p.format {
+        Some(f) => Format::parse(f).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_query",
+                format!("format={f:?}: use json, senml, line or value"),
+            )
+        })?,
+        // No or an unknown Content-Type (curl -d sends a form type) means JSON.
+        None => headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Format::from_content_type)
+            .unwrap_or(Format::Json),
+    };
+    decode_and_submit(&st, format, &p, body).await
+}
+
+pub async fn ingest_value(
+    State(st): State<AppState>,
+    Path((sensor, metric)): Path<(String, String)>,
+    params: Result<Query<IngestParams>, QueryRejection>,
+    body: Bytes,
+) -> Result<Json<Receipt>, ApiError> {
+    let Query(mut p) = params?;
+    p.sensor = Some(sensor);
+    p.metric = Some(metric);
+    decode_and_submit(&st, Format::Value, &p, body).await
+}
+
+async fn decode_and_submit(
+    st: &AppState,
+    format: Format,
+    p: &IngestParams,
+    body: Bytes,
+) -> Result<Json<Receipt>, ApiError> {
+    let precision = match &p.precision {
+        Some(s) => Precision::parse(s).ok_or_else(|| {
+            ApiError::bad_request("bad_query", format!("precision={s:?}: use ns, us, ms or s"))
+        })?,
+        None => Precision::default(),
+    };
+    let now = now_ms();
+    let mut batch = Batch {
+        source: "http".into(),
+        received_at: now,
+        readings: Vec::new(),
+        payloads: vec![body.clone()],
+        dead_letters: Vec::new(),
+    };
+    let ctx = DecodeContext {
+        received_at: now,
+        payload: 0,
+        sensor: p.sensor.as_deref(),
+        kind: p.kind.as_deref(),
+        metric: p.metric.as_deref(),
+        precision,
+        tags: None,
+    };
+    let mut errors = Vec::new();
+    let result = codec::decode(format, &body, &ctx, &mut batch.readings, &mut errors);
+    for e in &errors {
+        batch.dead_letters.push(DeadLetter::undecodable(
+            "http",
+            now,
+            e.reason(),
+            e.to_string(),
+            body.clone(),
+        ));
+    }
+    if let Err(e) = result {
+        // The payload as a whole is unreadable: keep it as a dead letter, then say why.
+        batch.readings.clear();
+        batch.dead_letters.push(DeadLetter::undecodable(
+            "http",
+            now,
+            e.reason(),
+            e.to_string(),
+            body.clone(),
+        ));
+        st.ingest.submit(batch).await?;
+        return Err(ApiError::bad_request(
+            e.reason(),
+            format!("cannot decode the {} payload: {e}", format.as_str()),
+        ));
+    }
+    Ok(Json(st.ingest.submit(batch).await?))
+}
