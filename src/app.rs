@@ -121,7 +121,7 @@ enum Reply {
 
 enum StoreMsg {
     Commit {
-        out: Output,
+        out: Box<Output>,
         source: CompactString,
         reply: Reply,
     },
@@ -360,11 +360,11 @@ async fn run_pipeline(
                         Some(tx) => Reply::Receipt(tx, Receipt::of(&out)),
                         None => Reply::None,
                     };
-                    StoreMsg::Commit { out, source, reply }
+                    StoreMsg::Commit { out: Box::new(out), source, reply }
                 }
                 Some(Command::Ack { id, by, comment, reply }) => match pipeline.ack(&id, &by, &comment, now_ms()) {
                     Ok(out) => match out.alerts.first().cloned() {
-                        Some(alert) => StoreMsg::Commit { out, source: "api".into(), reply: Reply::Ack(reply, alert) },
+                        Some(alert) => StoreMsg::Commit { out: Box::new(out), source: "api".into(), reply: Reply::Ack(reply, alert) },
                         None => continue,
                     },
                     Err(e) => {
@@ -378,7 +378,7 @@ async fn run_pipeline(
                 if out.is_empty() {
                     continue;
                 }
-                StoreMsg::Commit { out, source: "deadman".into(), reply: Reply::None }
+                StoreMsg::Commit { out: Box::new(out), source: "deadman".into(), reply: Reply::None }
             }
             _ = prune.tick() => StoreMsg::Prune { older_than: now_ms() - timers.retention_ms },
         };
@@ -474,7 +474,7 @@ impl StoreThread {
         &self,
         store: &mut SqliteStore,
         merged: &Output,
-        done: Vec<(Output, CompactString, Reply)>,
+        done: Vec<(Box<Output>, CompactString, Reply)>,
     ) {
         let started = Instant::now();
         let mut result = commit_output(store, merged, self.raw_max);

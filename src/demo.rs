@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-
+use citygate_sim::{Fleet, FleetConfig, SimSensor};
 use tracing::{info, warn};
 
 use crate::app::{now_ms, Gateway, Ingest};
@@ -58,9 +58,166 @@ pub async fn run_gateway(config: Config) -> anyhow::Result<()> {
     gateway.shutdown().await
 }
 
-pub async fn run(_a: DemoArgs, _f: Vec<PathBuf>) -> anyhow::Result<()> {
-    anyhow::bail!("x")
+/// `citygate demo`.
+pub async fn run(args: DemoArgs, user_files: Vec<PathBuf>) -> anyhow::Result<()> {
+    let fleet = Fleet::new(FleetConfig {
+        per_kind: args.per_kind.max(1),
+        interval_ms: args.interval_ms.max(100),
+        seed: args.seed,
+        incidents: !args.no_incidents,
+        start_ms: now_ms(),
+    });
+    let mut sources = vec![Source::Text {
+        name: "the demo fleet".into(),
+        toml: overlay(&fleet, &args),
+    }];
+    sources.extend(user_files.into_iter().map(Source::File));
+    let mut config = config::load(&sources).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(listen) = args.listen {
+        config.http.listen = listen;
+    }
+    if !args.keep_data {
+        fresh_store(&config.sqlite_path())?;
+    }
+    let gateway = Gateway::start(config, None).await?;
+    banner(&gateway, &fleet);
+
+    let ingest = gateway.ingest();
+    let feeder = tokio::spawn(feed(fleet, ingest));
+    match args.duration_s {
+        Some(s) => {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(s)) => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+        None => shutdown_signal().await,
+    }
+    feeder.abort();
+    let _ = feeder.await;
+    info!("demo stopping: committing what was taken");
+    gateway.shutdown().await
 }
+
+/// Removes an earlier demo store so that the incidents raise their alerts afresh.
+fn fresh_store(db: &std::path::Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("cannot remove the old demo store {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn banner(gateway: &Gateway, fleet: &Fleet) {
+    let addr = gateway.addr();
+    let kinds: std::collections::BTreeSet<&str> = fleet.sensors().iter().map(|s| s.kind).collect();
+    println!("citygate demo: {} simulated sensors of {} kinds, with scripted incidents", fleet.sensors().len(), kinds.len());
+    println!("  SQLite store : {}", gateway.db_path().display());
+    println!("  HTTP API     : http://{addr}");
+    println!("    curl -s http://{addr}/api/v1/alerts");
+    println!("    curl -s 'http://{addr}/api/v1/readings?sensor=rf-qc-01&limit=5'");
+    println!("    curl -s http://{addr}/api/v1/dead-letters");
+    println!("  Alerts appear below as they are raised, escalated and resolved. Ctrl-C stops.");
+    println!();
+}
+
+/// Publishes the fleet's reports into the pipeline, one batch per tick, as real payloads
+/// through the JSON codec.
+async fn feed(mut fleet: Fleet, ingest: Ingest) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let messages = fleet.tick(now);
+        if messages.is_empty() {
+            continue;
+        }
+        let mut batch = Batch {
+            source: "demo".into(),
+            received_at: now,
+            ..Batch::default()
+        };
+        for m in messages {
+            let payload = Bytes::from(m.payload);
+            let ctx = DecodeContext {
+                received_at: now,
+                payload: batch.payloads.len() as u32,
+                ..DecodeContext::default()
+            };
+            let mut errors = Vec::new();
+            let result = codec::decode(Format::Json, &payload, &ctx, &mut batch.readings, &mut errors);
+            for e in errors.iter().chain(result.as_ref().err()) {
+                batch
+                    .dead_letters
+                    .push(DeadLetter::undecodable("demo", now, e.reason(), e.to_string(), payload.clone()));
+            }
+            batch.payloads.push(payload);
+        }
+        if ingest.send(batch).await.is_err() {
+            warn!("the pipeline stopped; the demo fleet stops");
+            return;
+        }
+    }
+}
+
+/// The demo's config overlay: short flat-line and deadman times so that incidents show
+/// within a minute, and every simulated sensor with its tags and station settings.
+fn overlay(fleet: &Fleet, args: &DemoArgs) -> String {
+    let mut t = String::new();
+    let dir = args.data_dir.display().to_string();
+    let _ = writeln!(t, "[gateway]\ndata_dir = {}\ndeadman_interval = \"2s\"\n", toml_str(&dir));
+    let _ = writeln!(t, "[validation]\nflatline_duration = \"30s\"\n");
+    for s in fleet.sensors() {
+        sensor_toml(&mut t, s);
+    }
+    t
+}
+
+fn sensor_toml(t: &mut String, s: &SimSensor) {
+    let _ = writeln!(t, "[sensors.{}]\nkind = {}", toml_str(&s.id), toml_str(s.kind));
+    let profile = s.water_class.or(s.noise_class);
+    if let Some(p) = profile {
+        let _ = writeln!(t, "profile = {}", toml_str(p));
+    }
+    if let Some(ms) = s.incidents.iter().find_map(|i| i.offline_after_ms()) {
+        let _ = writeln!(t, "offline_after = \"{}ms\"", ms);
+    }
+    if !s.tags.is_empty() {
+        let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v))).collect();
+        let _ = writeln!(t, "tags = {{ {} }}", tags.join(", "));
+    }
+    if let Some(l) = s.levels {
+        let _ = writeln!(t, "rules.level = {{ above = {{ warning = {}, critical = {} }} }}", l.warning, l.guaranteed);
+    }
+    for (metric, rate) in s.incidents.iter().flat_map(|i| i.rate_hints()) {
+        let _ = writeln!(t, "metrics.{metric} = {{ max_rate_per_hour = {rate} }}");
+    }
+    t.push('\n');
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -80,5 +237,42 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_overlay_is_a_valid_config_for_every_kind() {
+        let fleet = Fleet::new(FleetConfig {
+            per_kind: 2,
+            interval_ms: 2000,
+            seed: 1,
+            incidents: true,
+            start_ms: 0,
+        });
+        let args = DemoArgs {
+            per_kind: 2,
+            interval_ms: 2000,
+            seed: 1,
+            no_incidents: false,
+            duration_s: None,
+            data_dir: "data/demo".into(),
+            keep_data: false,
+            listen: None,
+        };
+        let sources = [Source::Text {
+            name: "demo".into(),
+            toml: overlay(&fleet, &args),
+        }];
+        let config = match config::load_with_env(&sources, Some(Default::default())) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(config.sensors.len(), fleet.sensors().len());
+        let kinds: std::collections::BTreeSet<&str> = config.sensors.values().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds.len(), 13, "every kind from the plans is simulated");
     }
 }
