@@ -1,1 +1,256 @@
-fn main() {}
+//! `citygate-sim`: run a simulated sensor fleet against citygate, or print it.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use citygate_sim::http::HttpTarget;
+use citygate_sim::{bad_payloads, Fleet, FleetConfig, SimSensor};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "citygate-sim",
+    version,
+    about = "Simulated smart-city sensors for citygate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a sensor fleet: print its reports as JSON lines or POST them to the gateway.
+    Fleet(FleetArgs),
+    /// List the fleet's sensors (id, kind, tags, levels, classes, incidents) as JSON lines.
+    Sensors(FleetShape),
+    /// Print malformed and invalid payloads (what is wrong, TAB, payload), for testing.
+    Bad,
+}
+
+#[derive(Args, Clone)]
+struct FleetShape {
+    /// Sensors per kind (13 kinds, spread over 7 districts).
+    #[arg(long, default_value_t = 3)]
+    per_kind: usize,
+    /// Reporting interval of every sensor, in simulated milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    interval_ms: i64,
+    /// PRNG seed: the same seed gives the same fleet and readings.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Play the scripted incidents (cloudburst, flood rise, gas leak, voltage sag, stuck
+    /// probe, ammonia spill, silent sensor) in the first minutes.
+    #[arg(long)]
+    incidents: bool,
+}
+
+#[derive(Args)]
+struct FleetArgs {
+    #[command(flatten)]
+    shape: FleetShape,
+    /// Simulated seconds per real second. Above 1 the timestamps are synthetic; by default the
+    /// run is then placed in the past so that it ends at the present.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Stop after this many simulated seconds (default: run until killed).
+    #[arg(long)]
+    duration_s: Option<u64>,
+    /// Start of the simulated timeline, epoch ms (default: see --speed).
+    #[arg(long)]
+    start_ms: Option<i64>,
+    /// Print each report as one JSON line on stdout.
+    #[arg(long, conflicts_with = "http", required_unless_present = "http")]
+    print: bool,
+    /// POST each tick's reports as one JSON array to this URL,
+    /// e.g. http://127.0.0.1:8080/api/v1/ingest.
+    #[arg(long)]
+    http: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Fleet(args) => match run_fleet(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("citygate-sim: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Sensors(shape) => {
+            let fleet = Fleet::new(config(&shape, 0));
+            let mut out = std::io::stdout().lock();
+            for s in fleet.sensors() {
+                if writeln!(out, "{}", sensor_json(s)).is_err() {
+                    break;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Bad => {
+            for (what, payload) in bad_payloads() {
+                println!("{what}\t{payload}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn config(shape: &FleetShape, start_ms: i64) -> FleetConfig {
+    FleetConfig {
+        per_kind: shape.per_kind,
+        interval_ms: shape.interval_ms,
+        seed: shape.seed,
+        incidents: shape.incidents,
+        start_ms,
+    }
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn run_fleet(args: FleetArgs) -> Result<(), String> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        return Err(format!(
+            "--speed must be a positive number, got {}",
+            args.speed
+        ));
+    }
+    if args.shape.interval_ms <= 0 {
+        return Err("--interval-ms must be positive".into());
+    }
+    let duration_ms = args.duration_s.map(|s| s as i64 * 1000);
+    let start_ms = match (args.start_ms, duration_ms) {
+        (Some(s), _) => s,
+        // Faster than real time would run into the future, which the gateway rejects:
+        // place the run so that it ends now.
+        (None, Some(d)) if args.speed > 1.0 => wall_ms() - d,
+        (None, None) if args.speed > 1.0 => {
+            eprintln!("citygate-sim: --speed > 1 without --duration-s: timestamps will run ahead of the clock");
+            wall_ms()
+        }
+        _ => wall_ms(),
+    };
+    let target = args
+        .http
+        .as_deref()
+        .map(HttpTarget::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let mut fleet = Fleet::new(config(&args.shape, start_ms));
+    eprintln!(
+        "citygate-sim: {} sensors, every {} ms, speed {}x{}",
+        fleet.sensors().len(),
+        args.shape.interval_ms,
+        args.speed,
+        if args.shape.incidents {
+            ", incidents on"
+        } else {
+            ""
+        }
+    );
+
+    // Step finer than the interval so staggered sensors report close to their own phase.
+    let step_ms = (args.shape.interval_ms / 4).clamp(1, 1_000);
+    let real_start = Instant::now();
+    let mut sim_ms = start_ms;
+    let mut stdout = std::io::stdout().lock();
+    let (mut sent, mut failed) = (0u64, 0u64);
+    loop {
+        if duration_ms.is_some_and(|d| sim_ms - start_ms > d) {
+            break;
+        }
+        let messages = fleet.tick(sim_ms);
+        if !messages.is_empty() {
+            if let Some(target) = &target {
+                let body = json_array(messages.iter().map(|m| m.payload.as_str()));
+                match target.post_json(&body, Duration::from_secs(10)) {
+                    Ok(_) => sent += messages.len() as u64,
+                    Err(e) => {
+                        failed += messages.len() as u64;
+                        eprintln!(
+                            "citygate-sim: POST of {} readings failed: {e}",
+                            messages.len()
+                        );
+                    }
+                }
+            } else {
+                for m in &messages {
+                    if writeln!(stdout, "{}", m.payload).is_err() {
+                        // stdout closed (e.g. piped into `head`): nothing left to do.
+                        return Ok(());
+                    }
+                }
+                sent += messages.len() as u64;
+            }
+        }
+        sim_ms += step_ms;
+        let due = Duration::from_secs_f64((sim_ms - start_ms) as f64 / 1000.0 / args.speed);
+        if let Some(wait) = due.checked_sub(real_start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    eprintln!("citygate-sim: done, {sent} readings sent, {failed} failed");
+    if failed > 0 && sent == 0 {
+        return Err("no reading was accepted".into());
+    }
+    Ok(())
+}
+
+fn json_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut body = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push(']');
+    body
+}
+
+fn sensor_json(s: &SimSensor) -> String {
+    let tags: serde_json::Map<String, serde_json::Value> = s
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect();
+    let mut obj = serde_json::json!({ "id": s.id, "kind": s.kind, "tags": tags });
+    if let Some(l) = s.levels {
+        obj["warning_level"] = l.warning.into();
+        obj["guaranteed_level"] = l.guaranteed.into();
+    }
+    if let Some(c) = s.water_class {
+        obj["water_class"] = c.into();
+    }
+    if let Some(c) = s.noise_class {
+        obj["noise_class"] = c.into();
+    }
+    if !s.incidents.is_empty() {
+        obj["incidents"] = s
+            .incidents
+            .iter()
+            .map(|i| {
+                let rates: serde_json::Map<String, serde_json::Value> = i
+                    .rate_hints()
+                    .iter()
+                    .map(|(m, r)| (m.to_string(), (*r).into()))
+                    .collect();
+                serde_json::json!({
+                    "name": i.name(),
+                    "expected": i.expected_alerts(),
+                    "max_rate_per_hour": rates,
+                    "offline_after_ms": i.offline_after_ms(),
+                })
+            })
+            .collect::<Vec<_>>()
+            .into();
+    }
+    obj.to_string()
+}
