@@ -50,7 +50,9 @@ fn strip_ts(payload: &str) -> String {
     let Some(start) = payload.find("\"ts\":") else {
         return payload.to_string();
     };
-    let end = payload[start..].find(',').map_or(payload.len(), |e| start + e + 1);
+    let end = payload[start..]
+        .find(',')
+        .map_or(payload.len(), |e| start + e + 1);
     format!("{}{}", &payload[..start], &payload[end..])
 }
 

@@ -583,10 +583,10 @@ pub fn format_event(e: &AlertEvent, tz: chrono_tz::Tz, color: bool) -> String {
         AlertEventKind::Acknowledged => "ACKED",
     };
     format!(
-        "{time} {on}{:<8}{off} {event:<9} {} [{}] {}",
+        "{time} {on}{:<8}{off} {event:<9} {:<10} {:<18} {}",
         sev.as_str().to_uppercase(),
-        e.alert.kind,
-        e.alert.rule,
+        e.alert.sensor,
+        format!("{}/{}", e.alert.kind, e.alert.rule),
         e.alert.message
     )
 }

@@ -106,7 +106,8 @@ fn fresh_store(db: &std::path::Path) -> anyhow::Result<()> {
         p.push(suffix);
         let p = PathBuf::from(p);
         if p.exists() {
-            std::fs::remove_file(&p).with_context(|| format!("cannot remove the old demo store {}", p.display()))?;
+            std::fs::remove_file(&p)
+                .with_context(|| format!("cannot remove the old demo store {}", p.display()))?;
         }
     }
     Ok(())
@@ -115,7 +116,11 @@ fn fresh_store(db: &std::path::Path) -> anyhow::Result<()> {
 fn banner(gateway: &Gateway, fleet: &Fleet) {
     let addr = gateway.addr();
     let kinds: std::collections::BTreeSet<&str> = fleet.sensors().iter().map(|s| s.kind).collect();
-    println!("citygate demo: {} simulated sensors of {} kinds, with scripted incidents", fleet.sensors().len(), kinds.len());
+    println!(
+        "citygate demo: {} simulated sensors of {} kinds, with scripted incidents",
+        fleet.sensors().len(),
+        kinds.len()
+    );
     println!("  SQLite store : {}", gateway.db_path().display());
     println!("  HTTP API     : http://{addr}");
     println!("    curl -s http://{addr}/api/v1/alerts");
@@ -150,11 +155,21 @@ async fn feed(mut fleet: Fleet, ingest: Ingest) {
                 ..DecodeContext::default()
             };
             let mut errors = Vec::new();
-            let result = codec::decode(Format::Json, &payload, &ctx, &mut batch.readings, &mut errors);
+            let result = codec::decode(
+                Format::Json,
+                &payload,
+                &ctx,
+                &mut batch.readings,
+                &mut errors,
+            );
             for e in errors.iter().chain(result.as_ref().err()) {
-                batch
-                    .dead_letters
-                    .push(DeadLetter::undecodable("demo", now, e.reason(), e.to_string(), payload.clone()));
+                batch.dead_letters.push(DeadLetter::undecodable(
+                    "demo",
+                    now,
+                    e.reason(),
+                    e.to_string(),
+                    payload.clone(),
+                ));
             }
             batch.payloads.push(payload);
         }
@@ -170,7 +185,11 @@ async fn feed(mut fleet: Fleet, ingest: Ingest) {
 fn overlay(fleet: &Fleet, args: &DemoArgs) -> String {
     let mut t = String::new();
     let dir = args.data_dir.display().to_string();
-    let _ = writeln!(t, "[gateway]\ndata_dir = {}\ndeadman_interval = \"2s\"\n", toml_str(&dir));
+    let _ = writeln!(
+        t,
+        "[gateway]\ndata_dir = {}\ndeadman_interval = \"2s\"\n",
+        toml_str(&dir)
+    );
     let _ = writeln!(t, "[validation]\nflatline_duration = \"30s\"\n");
     for s in fleet.sensors() {
         sensor_toml(&mut t, s);
@@ -179,7 +198,12 @@ fn overlay(fleet: &Fleet, args: &DemoArgs) -> String {
 }
 
 fn sensor_toml(t: &mut String, s: &SimSensor) {
-    let _ = writeln!(t, "[sensors.{}]\nkind = {}", toml_str(&s.id), toml_str(s.kind));
+    let _ = writeln!(
+        t,
+        "[sensors.{}]\nkind = {}",
+        toml_str(&s.id),
+        toml_str(s.kind)
+    );
     let profile = s.water_class.or(s.noise_class);
     if let Some(p) = profile {
         let _ = writeln!(t, "profile = {}", toml_str(p));
@@ -188,11 +212,19 @@ fn sensor_toml(t: &mut String, s: &SimSensor) {
         let _ = writeln!(t, "offline_after = \"{}ms\"", ms);
     }
     if !s.tags.is_empty() {
-        let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v))).collect();
+        let tags: Vec<String> = s
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v)))
+            .collect();
         let _ = writeln!(t, "tags = {{ {} }}", tags.join(", "));
     }
     if let Some(l) = s.levels {
-        let _ = writeln!(t, "rules.level = {{ above = {{ warning = {}, critical = {} }} }}", l.warning, l.guaranteed);
+        let _ = writeln!(
+            t,
+            "rules.level = {{ above = {{ warning = {}, critical = {} }} }}",
+            l.warning, l.guaranteed
+        );
     }
     for (metric, rate) in s.incidents.iter().flat_map(|i| i.rate_hints()) {
         let _ = writeln!(t, "metrics.{metric} = {{ max_rate_per_hour = {rate} }}");
@@ -272,7 +304,8 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(config.sensors.len(), fleet.sensors().len());
-        let kinds: std::collections::BTreeSet<&str> = config.sensors.values().map(|s| s.kind.as_str()).collect();
+        let kinds: std::collections::BTreeSet<&str> =
+            config.sensors.values().map(|s| s.kind.as_str()).collect();
         assert_eq!(kinds.len(), 13, "every kind from the plans is simulated");
     }
 }
