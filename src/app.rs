@@ -430,9 +430,56 @@ struct StoreThread {
     tz: chrono_tz::Tz,
 }
 
+/// Logs rejected input at most once per window, with counts by reason, so that a broken
+/// device flooding bad payloads cannot flood the log too. Every rejection is still counted
+/// in the metrics and kept as a dead letter.
+struct RejectLog {
+    since: Instant,
+    counts: BTreeMap<&'static str, u64>,
+    example: Option<String>,
+}
+
+const REJECT_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+impl RejectLog {
+    fn new() -> Self {
+        RejectLog {
+            since: Instant::now(),
+            counts: BTreeMap::new(),
+            example: None,
+        }
+    }
+
+    fn add(&mut self, out: &Output) {
+        for d in &out.dead_letters {
+            *self.counts.entry(d.reason).or_default() += 1;
+            if self.example.is_none() {
+                self.example = Some(format!("{}: {}", d.reason, d.detail));
+            }
+        }
+        if !self.counts.is_empty() && self.since.elapsed() >= REJECT_LOG_WINDOW {
+            let total: u64 = self.counts.values().sum();
+            let by_reason: Vec<String> = self
+                .counts
+                .iter()
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect();
+            warn!(
+                total,
+                reasons = %by_reason.join(" "),
+                example = %self.example.take().unwrap_or_default(),
+                "rejected input since the last report (see /api/v1/dead-letters)"
+            );
+            self.counts.clear();
+            self.since = Instant::now();
+        }
+    }
+}
+
 impl StoreThread {
     fn run(self, mut store: SqliteStore, mut rx: mpsc::Receiver<StoreMsg>) {
         let mut group = Vec::with_capacity(GROUP_MAX);
+        let mut rejects = RejectLog::new();
         while let Some(first) = rx.blocking_recv() {
             group.push(first);
             while group.len() < GROUP_MAX {
@@ -455,6 +502,7 @@ impl StoreThread {
             }
             if !done.is_empty() {
                 self.commit_group(&mut store, &merged, done);
+                rejects.add(&merged);
             }
             if let Some(cutoff) = prune_before {
                 match store.prune(cutoff) {
