@@ -115,8 +115,8 @@ enum Command {
 
 enum Reply {
     None,
-    Receipt(oneshot::Sender<Result<Receipt, IngestError>>, Receipt),
-    Ack(oneshot::Sender<Result<Alert, IngestError>>, Alert),
+    Receipt(oneshot::Sender<Result<Receipt, IngestError>>, Box<Receipt>),
+    Ack(oneshot::Sender<Result<Alert, IngestError>>, Box<Alert>),
 }
 
 enum StoreMsg {
@@ -357,14 +357,14 @@ async fn run_pipeline(
                     let source = batch.source.clone();
                     let out = pipeline.process(batch, now_ms());
                     let reply = match reply {
-                        Some(tx) => Reply::Receipt(tx, Receipt::of(&out)),
+                        Some(tx) => Reply::Receipt(tx, Box::new(Receipt::of(&out))),
                         None => Reply::None,
                     };
                     StoreMsg::Commit { out: Box::new(out), source, reply }
                 }
                 Some(Command::Ack { id, by, comment, reply }) => match pipeline.ack(&id, &by, &comment, now_ms()) {
                     Ok(out) => match out.alerts.first().cloned() {
-                        Some(alert) => StoreMsg::Commit { out: Box::new(out), source: "api".into(), reply: Reply::Ack(reply, alert) },
+                        Some(alert) => StoreMsg::Commit { out: Box::new(out), source: "api".into(), reply: Reply::Ack(reply, Box::new(alert)) },
                         None => continue,
                     },
                     Err(e) => {
@@ -551,10 +551,10 @@ impl StoreThread {
                     match reply {
                         Reply::None => {}
                         Reply::Receipt(tx, receipt) => {
-                            let _ = tx.send(Ok(receipt));
+                            let _ = tx.send(Ok(*receipt));
                         }
                         Reply::Ack(tx, alert) => {
-                            let _ = tx.send(Ok(alert));
+                            let _ = tx.send(Ok(*alert));
                         }
                     }
                 }
