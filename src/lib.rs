@@ -23,4 +23,5 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod sinks;
+pub mod sources;
 pub mod telemetry;

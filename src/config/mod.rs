@@ -19,6 +19,7 @@ pub use duration::Dur;
 pub use load::{load, load_with_env, ConfigError, ConfigProblem, Source, BUILTIN_CATALOG};
 
 use crate::catalog::spec::{KindSpec, RuleOverride};
+use crate::sources::mqtt::config::{BrokerConfig, MqttConfig};
 
 /// The whole gateway configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,6 +41,11 @@ pub struct Config {
     /// Known sensors and their per-sensor settings, by sensor id.
     #[serde(default)]
     pub sensors: BTreeMap<String, SensorSpec>,
+    /// The embedded MQTT broker.
+    pub broker: BrokerConfig,
+    /// MQTT broker connections to consume readings from.
+    #[serde(default)]
+    pub mqtt: Vec<MqttConfig>,
 }
 
 /// Process-wide settings.
@@ -80,6 +86,9 @@ pub struct SqliteConfig {
     pub prune_interval: Dur,
     /// Raw payloads kept with dead letters are cut to this many bytes.
     pub dead_letter_raw_max: usize,
+    /// Write readings to SQLite. Off, readings are validated and drive rules but are not
+    /// stored (a null sink, for benchmarks); alerts and dead letters are still stored.
+    pub store_readings: bool,
 }
 
 /// What to do with a reading from a sensor or metric the gateway does not know.

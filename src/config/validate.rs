@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::load::{ConfigError, ConfigProblem};
+use crate::sources::mqtt::config::{BrokerConfig, MqttConfig};
 use super::{
     AlertsConfig, Config, GatewayConfig, HttpConfig, SensorSpec, SqliteConfig, ValidationConfig,
 };
@@ -28,6 +29,8 @@ const TOP_KEYS: &[&str] = &[
     "alerts",
     "catalog",
     "sensors",
+    "broker",
+    "mqtt",
 ];
 
 #[derive(Default)]
@@ -68,6 +71,27 @@ impl Problems {
                 None
             }
         }
+    }
+
+    /// An array of pieces, each deserialized on its own; kept with their index so that later
+    /// checks name the right element.
+    fn array<T: DeserializeOwned>(&mut self, path: &str, value: Option<Value>) -> Vec<(usize, T)> {
+        let mut out = Vec::new();
+        match value {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for (i, v) in items.into_iter().enumerate() {
+                    if let Some(t) = self.de(&format!("{path}[{i}]"), v) {
+                        out.push((i, t));
+                    }
+                }
+            }
+            Some(other) => self.push(
+                path,
+                format!("expected an array ([[{path}]]), found {}", type_name(&other)),
+            ),
+        }
+        out
     }
 
     /// A table of pieces keyed by name, each deserialized on its own.
@@ -203,6 +227,12 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
     let alerts: Option<AlertsConfig> = p.section(&mut root, "alerts");
     let catalog = catalog(&mut p, root.remove("catalog"));
     let sensors: BTreeMap<String, SensorSpec> = p.table("sensors", root.remove("sensors"));
+    let broker: Option<BrokerConfig> = p.section(&mut root, "broker");
+    let mqtt: Vec<(usize, MqttConfig)> = p.array("mqtt", root.remove("mqtt"));
+    let kinds: BTreeSet<String> = catalog.keys().cloned().collect();
+    for problem in crate::sources::mqtt::check_config(&mqtt, &kinds) {
+        p.0.push(problem);
+    }
 
     if let Some(g) = &gateway {
         check_gateway(&mut p, g);
@@ -235,8 +265,8 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         check_sensor(&mut p, id, sensor, &catalog);
     }
 
-    match (gateway, http, sqlite, validation, alerts) {
-        (Some(gateway), Some(http), Some(sqlite), Some(validation), Some(alerts))
+    match (gateway, http, sqlite, validation, alerts, broker) {
+        (Some(gateway), Some(http), Some(sqlite), Some(validation), Some(alerts), Some(broker))
             if p.0.is_empty() =>
         {
             Ok(Config {
@@ -247,6 +277,8 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
                 alerts,
                 catalog: catalog.into_iter().map(|(k, v)| (k, v.spec)).collect(),
                 sensors,
+                broker,
+                mqtt: mqtt.into_iter().map(|(_, m)| m).collect(),
             })
         }
         _ => Err(ConfigError { problems: p.0 }),
