@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::app::{now_ms, Gateway, Ingest};
 use crate::codec::{self, DecodeContext, Format};
 use crate::config::{self, Config, Source};
-use crate::model::{Batch, DeadLetter};
+use crate::model::Batch;
 
 /// Options of `citygate demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -147,31 +147,14 @@ async fn feed(mut fleet: Fleet, ingest: Ingest) {
             received_at: now,
             ..Batch::default()
         };
+        let ctx = DecodeContext {
+            received_at: now,
+            ..DecodeContext::default()
+        };
         for m in messages {
-            let payload = Bytes::from(m.payload);
-            let ctx = DecodeContext {
-                received_at: now,
-                payload: batch.payloads.len() as u32,
-                ..DecodeContext::default()
-            };
-            let mut errors = Vec::new();
-            let result = codec::decode(
-                Format::Json,
-                &payload,
-                &ctx,
-                &mut batch.readings,
-                &mut errors,
-            );
-            for e in errors.iter().chain(result.as_ref().err()) {
-                batch.dead_letters.push(DeadLetter::undecodable(
-                    "demo",
-                    now,
-                    e.reason(),
-                    e.to_string(),
-                    payload.clone(),
-                ));
-            }
-            batch.payloads.push(payload);
+            // A decode error is already a dead letter in the batch.
+            let _ =
+                codec::decode_into_batch(&mut batch, Format::Json, Bytes::from(m.payload), &ctx);
         }
         if ingest.send(batch).await.is_err() {
             warn!("the pipeline stopped; the demo fleet stops");

@@ -185,6 +185,39 @@ fn is_blank(payload: &[u8]) -> bool {
     payload.iter().all(u8::is_ascii_whitespace)
 }
 
+/// Decodes one payload into a batch: its readings, and a dead letter (with the raw payload)
+/// for each item that could not be read, or for the whole payload when it cannot be read at
+/// all. The payload is kept in the batch either way. Returns the fatal error, if any, for
+/// callers that answer their client (HTTP says 400).
+pub fn decode_into_batch(
+    batch: &mut crate::model::Batch,
+    format: Format,
+    payload: bytes::Bytes,
+    ctx: &DecodeContext,
+) -> Result<(), CodecError> {
+    let ctx = DecodeContext {
+        payload: batch.payloads.len() as u32,
+        ..ctx.clone()
+    };
+    let mut errors = Vec::new();
+    let result = decode(format, &payload, &ctx, &mut batch.readings, &mut errors);
+    let source = batch.source.clone();
+    let dead = |e: &CodecError| {
+        crate::model::DeadLetter::undecodable(
+            &source,
+            ctx.received_at,
+            e.reason(),
+            e.to_string(),
+            payload.clone(),
+        )
+    };
+    batch
+        .dead_letters
+        .extend(errors.iter().chain(result.as_ref().err()).map(dead));
+    batch.payloads.push(payload);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

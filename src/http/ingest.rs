@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::{ApiError, AppState};
 use crate::app::{now_ms, Receipt};
 use crate::codec::{self, DecodeContext, Format, Precision};
-use crate::model::{Batch, DeadLetter};
+use crate::model::Batch;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,9 +80,7 @@ async fn decode_and_submit(
     let mut batch = Batch {
         source: "http".into(),
         received_at: now,
-        readings: Vec::new(),
-        payloads: vec![body.clone()],
-        dead_letters: Vec::new(),
+        ..Batch::default()
     };
     let ctx = DecodeContext {
         received_at: now,
@@ -93,27 +91,8 @@ async fn decode_and_submit(
         precision,
         tags: None,
     };
-    let mut errors = Vec::new();
-    let result = codec::decode(format, &body, &ctx, &mut batch.readings, &mut errors);
-    for e in &errors {
-        batch.dead_letters.push(DeadLetter::undecodable(
-            "http",
-            now,
-            e.reason(),
-            e.to_string(),
-            body.clone(),
-        ));
-    }
-    if let Err(e) = result {
-        // The payload as a whole is unreadable: keep it as a dead letter, then say why.
-        batch.readings.clear();
-        batch.dead_letters.push(DeadLetter::undecodable(
-            "http",
-            now,
-            e.reason(),
-            e.to_string(),
-            body.clone(),
-        ));
+    if let Err(e) = codec::decode_into_batch(&mut batch, format, body, &ctx) {
+        // The payload as a whole is unreadable: it is kept as a dead letter, then we say why.
         st.ingest.submit(batch).await?;
         return Err(ApiError::bad_request(
             e.reason(),

@@ -319,6 +319,29 @@ pub(super) fn drive(
     }
 }
 
+/// Raises or updates (`Some((detail, limit))`) or resolves (`None`) a series' sensor-fault alert.
+pub(super) fn fault(
+    slot: &mut Option<ActiveAlert>,
+    metric_index: usize,
+    r: &Reading,
+    profile: &SensorProfile,
+    fault: Option<(&str, f64)>,
+    ctx: &mut Ctx,
+) {
+    let metric = &profile.metrics[metric_index];
+    let (detail, limit) = fault.unwrap_or(("", 0.0));
+    let info = Info::fault(r, profile, metric, detail, limit);
+    let target = fault.and(info.target());
+    drive(
+        slot,
+        Slot::Fault(metric_index as u16),
+        target,
+        r.ts,
+        &info,
+        ctx,
+    );
+}
+
 /// Runs one rule on an accepted reading of its metric.
 pub(super) fn evaluate_rule(
     rule: &Rule,

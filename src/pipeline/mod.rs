@@ -472,23 +472,16 @@ impl Pipeline {
             dirty: &mut self.dirty,
             out,
         };
-        let fault_slot = Slot::Fault(m as u16);
+        let faults = self.settings.fault_alerts;
         match validate::check(&r, metric, &mut state.metrics[m], &self.settings, now) {
             Verdict::Reject {
                 reason,
                 detail,
                 fault,
             } => {
-                if let Some(threshold) = fault.filter(|_| self.settings.fault_alerts) {
-                    let info = alerts::Info::fault(&r, &profile, metric, &detail, threshold);
-                    alerts::drive(
-                        &mut state.metrics[m].fault,
-                        fault_slot,
-                        info.target(),
-                        r.ts,
-                        &info,
-                        &mut ctx,
-                    );
+                if let Some(limit) = fault.filter(|_| faults) {
+                    let slot = &mut state.metrics[m].fault;
+                    alerts::fault(slot, m, &r, &profile, Some((&detail, limit)), &mut ctx);
                 }
                 return Err((r, reason, detail));
             }
@@ -504,30 +497,15 @@ impl Pipeline {
                 if self.settings.suspect == SuspectPolicy::Reject {
                     return Err((r, reason, detail));
                 }
-                if self.settings.fault_alerts {
-                    let info = alerts::Info::fault(&r, &profile, metric, &detail, threshold);
-                    alerts::drive(
-                        &mut state.metrics[m].fault,
-                        fault_slot,
-                        info.target(),
-                        r.ts,
-                        &info,
-                        &mut ctx,
-                    );
+                if faults {
+                    let slot = &mut state.metrics[m].fault;
+                    alerts::fault(slot, m, &r, &profile, Some((&detail, threshold)), &mut ctx);
                 }
                 r.quality = crate::model::Quality::Suspect;
             }
             Verdict::Good => {
                 if state.metrics[m].fault.is_some() {
-                    let info = alerts::Info::fault(&r, &profile, metric, "", 0.0);
-                    alerts::drive(
-                        &mut state.metrics[m].fault,
-                        fault_slot,
-                        None,
-                        r.ts,
-                        &info,
-                        &mut ctx,
-                    );
+                    alerts::fault(&mut state.metrics[m].fault, m, &r, &profile, None, &mut ctx);
                 }
             }
         }
