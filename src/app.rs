@@ -526,19 +526,20 @@ impl StoreThread {
     ) {
         let started = Instant::now();
         let mut result = commit_output(store, merged, self.raw_max);
-        // A busy or failing disk may recover: retry a few times before failing the sources,
-        // which then retry themselves (HTTP clients get a 503).
+        // The pipeline's state (duplicate checks, windows, alerts) already counts this output
+        // as done, so giving up on a commit that may still succeed would lose it for good: a
+        // busy or full disk is retried until it recovers, while the bounded channels hold the
+        // sources back. Only an error no retry can mend (a bug) fails the sources.
         let mut backoff = Duration::from_millis(50);
-        for _ in 0..4 {
-            match &result {
-                Err(e) if e.is_retryable() => {
-                    warn!(error = %error_chain(e), "store commit failed; retrying");
-                    std::thread::sleep(backoff);
-                    backoff *= 2;
-                    result = commit_output(store, merged, self.raw_max);
-                }
-                _ => break,
+        while let Err(e) = &result {
+            if !e.is_retryable() {
+                break;
             }
+            warn!(error = %error_chain(e), retry_in = ?backoff, "store commit failed; retrying");
+            telemetry::record_commit_latency(started.elapsed().as_secs_f64(), false);
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            result = commit_output(store, merged, self.raw_max);
         }
         telemetry::record_commit_latency(started.elapsed().as_secs_f64(), result.is_ok());
         match result {

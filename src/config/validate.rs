@@ -257,6 +257,15 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         if v.flatline_count < 2 {
             p.push("validation.flatline_count", "must be at least 2");
         }
+        for (key, d) in [
+            ("max_future_skew", v.max_future_skew),
+            ("max_age", v.max_age),
+            ("flatline_duration", v.flatline_duration),
+        ] {
+            if d.0 > std::time::Duration::from_secs(100 * 365 * 24 * 3600) {
+                p.push(format!("validation.{key}"), "must be at most 100 years");
+            }
+        }
         if v.max_future_skew.0.is_zero() {
             p.push("validation.max_future_skew", "must be longer than 0s");
         }
@@ -406,17 +415,19 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
             if !rule_names.contains(rule) {
                 p.push(&opath, format!("no rule named {rule:?} in this kind"));
             }
-            check_override(p, &opath, o);
+            check_override(p, &opath, o, rules.iter().find(|r| &r.name == rule));
         }
     }
 
-    let mut spec = base?;
+    // A kind whose own keys are bad still exists for the checks of its sensors and routes,
+    // so that one typo is reported once, not again as "unknown kind" everywhere.
+    let mut spec = base.unwrap_or_default();
     for (rule, o) in &spec.overrides {
         let opath = format!("{path}.overrides.{rule}");
         if !rule_names.contains(rule) {
             p.push(&opath, format!("no rule named {rule:?} in this kind"));
         }
-        check_override(p, &opath, o);
+        check_override(p, &opath, o, rules.iter().find(|r| &r.name == rule));
     }
     if let Some(d) = spec.offline_after {
         if d.0.is_zero() {
@@ -582,12 +593,49 @@ fn check_schedule(p: &mut Problems, path: &str, schedule: &[ScheduleSpec]) {
     }
 }
 
-fn check_override(p: &mut Problems, opath: &str, o: &RuleOverride) {
+fn check_override(p: &mut Problems, opath: &str, o: &RuleOverride, rule: Option<&RuleSpec>) {
     check_levels(p, &format!("{opath}.above"), o.above.as_ref(), true);
     check_levels(p, &format!("{opath}.below"), o.below.as_ref(), false);
     if let Some(schedule) = &o.schedule {
         check_schedule(p, opath, schedule);
     }
+    if let Some(h) = o.hysteresis {
+        if !(h >= 0.0 && h.is_finite()) {
+            p.push(
+                format!("{opath}.hysteresis"),
+                "must be zero or a positive number",
+            );
+        }
+    }
+    // A schedule that covers the whole day always wins over above/below, so such an
+    // override would silently do nothing.
+    if let Some(rule) = rule {
+        let moves_levels = o.above.is_some() || o.below.is_some();
+        if moves_levels && o.schedule.is_none() && covers_whole_day(&rule.schedule) {
+            p.push(
+                opath,
+                format!(
+                    "rule {:?} has a time-of-day schedule covering the whole day, which wins over above/below: override `schedule` instead",
+                    rule.name
+                ),
+            );
+        }
+    }
+}
+
+fn covers_whole_day(schedule: &[ScheduleSpec]) -> bool {
+    let mut covered = [false; 24 * 60];
+    for span in schedule {
+        let (Some(from), Some(to)) = (parse_hhmm(&span.from), parse_hhmm(&span.to)) else {
+            continue;
+        };
+        let mut m = from;
+        while m != to {
+            covered[m as usize] = true;
+            m = (m + 1) % (24 * 60);
+        }
+    }
+    !schedule.is_empty() && covered.iter().all(|c| *c)
 }
 
 fn check_sensor(
@@ -638,7 +686,12 @@ fn check_sensor(
                 format!("kind {} has no rule named {rule:?}", sensor.kind),
             );
         }
-        check_override(p, &opath, o);
+        check_override(
+            p,
+            &opath,
+            o,
+            kind.spec.rules.iter().find(|r| &r.name == rule),
+        );
     }
     for (metric, o) in &sensor.metrics {
         let mpath = format!("{path}.metrics.{metric}");
@@ -648,9 +701,25 @@ fn check_sensor(
                 format!("kind {} has no metric named {metric:?}", sensor.kind),
             );
         }
-        if let (Some(min), Some(max)) = (o.min, o.max) {
-            if min >= max {
-                p.push(format!("{mpath}.max"), "max must be above min");
+        // An override of one bound must still make a range with the kind's other bound.
+        let base = kind.spec.metrics.get(metric);
+        let min = o.min.or(base.map(|m| m.min));
+        let max = o.max.or(base.map(|m| m.max));
+        if let (Some(min), Some(max)) = (min, max) {
+            if !(min.is_finite() && max.is_finite() && min < max) {
+                let at = if o.max.is_some() { "max" } else { "min" };
+                p.push(
+                    format!("{mpath}.{at}"),
+                    format!("the range {min}..{max} is empty: max must be above min"),
+                );
+            }
+        }
+        if let Some(r) = o.max_rate_per_hour {
+            if !(r > 0.0 && r.is_finite()) {
+                p.push(
+                    format!("{mpath}.max_rate_per_hour"),
+                    "must be a positive number",
+                );
             }
         }
     }

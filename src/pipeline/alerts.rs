@@ -5,6 +5,7 @@
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 
+use crate::catalog::spec::Aggregate;
 use crate::catalog::{breached, Direction, Metric, Rule, SensorProfile, ValueSource};
 use crate::model::{Ack, Alert, AlertEvent, AlertEventKind, AlertState, Reading, Severity};
 
@@ -45,12 +46,7 @@ pub(super) struct ActiveAlert {
 }
 
 impl ActiveAlert {
-    pub fn restored(alert: Alert) -> ActiveAlert {
-        let direction = if alert.value >= alert.threshold {
-            Direction::Above
-        } else {
-            Direction::Below
-        };
+    pub fn restored(alert: Alert, direction: Direction) -> ActiveAlert {
         ActiveAlert {
             alert: Box::new(alert),
             dirty: false,
@@ -63,6 +59,7 @@ impl ActiveAlert {
 pub(super) struct Ctx<'a> {
     pub index: &'a mut FxHashMap<String, AlertRef>,
     pub dirty: &'a mut Vec<AlertRef>,
+    pub seq: &'a mut u64,
     pub out: &'a mut Output,
 }
 
@@ -197,8 +194,9 @@ impl<'a> Info<'a> {
     }
 }
 
-/// A stable id from what the alert is and when it started (FNV-1a, 64 bits).
-fn alert_id(sensor: &str, rule: &str, metric: &str, started: i64) -> String {
+/// An id from what the alert is, when it started and a sequence number that is unique to
+/// this raise even across restarts (FNV-1a, 64 bits).
+fn alert_id(sensor: &str, rule: &str, metric: &str, started: i64, seq: u64) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -213,6 +211,7 @@ fn alert_id(sensor: &str, rule: &str, metric: &str, started: i64) -> String {
     eat(metric.as_bytes());
     eat(&[0xff]);
     eat(&started.to_le_bytes());
+    eat(&seq.to_le_bytes());
     format!("{h:016x}")
 }
 
@@ -240,7 +239,10 @@ pub(super) fn drive(
         (None, None) => {}
         (None, Some((sev, threshold, dir))) => {
             let alert = Alert {
-                id: alert_id(info.sensor, info.rule, info.metric, ts),
+                id: {
+                    *ctx.seq += 1;
+                    alert_id(info.sensor, info.rule, info.metric, ts, *ctx.seq)
+                },
                 rule: info.rule.into(),
                 sensor: info.sensor.clone(),
                 kind: info.kind.clone(),
@@ -288,6 +290,8 @@ pub(super) fn drive(
             }
             if sev != al.severity {
                 let event = if sev > al.severity {
+                    // Worse than what the operator acknowledged: it needs their eyes again.
+                    al.ack = None;
                     AlertEventKind::Escalated
                 } else {
                     AlertEventKind::Deescalated
@@ -355,11 +359,13 @@ pub(super) fn evaluate_rule(
     let x = match rule.source {
         ValueSource::Instant => r.value,
         ValueSource::Window { ms, aggregate } => rs.window.push(r.ts, r.value, ms, aggregate),
-        ValueSource::Rate { per_ms } => match rs.prev.replace((r.ts, r.value)) {
-            Some((pts, pv)) if r.ts > pts => (r.value - pv) / (r.ts - pts) as f64 * per_ms as f64,
-            // the first reading (or one at the same time) gives no rate yet
-            _ => return,
-        },
+        ValueSource::Rate { per_ms } => {
+            match rate_over_span(&mut rs.history, r.ts, r.value, per_ms) {
+                Some(rate) => rate,
+                // not yet a long enough span to tell a rate from noise
+                None => return,
+            }
+        }
     };
     let (above, below) = if rule.schedule.is_empty() {
         (&rule.above, &rule.below)
@@ -390,7 +396,15 @@ pub(super) fn evaluate_rule(
     } else if !rising {
         rs.pending = None;
     }
-    if let ValueSource::Window { ms, .. } = rule.source {
+    if let ValueSource::Window { ms, aggregate } = rule.source {
+        // A mean or a minimum of a few readings says little about the whole window (HJ 633
+        // wants 20 of 24 hours for a daily mean): raise or escalate on them only once the
+        // window has seen most of its span. A partial sum or maximum is a lower bound, so a
+        // breach by it is a breach.
+        let partial_is_a_bound = matches!(aggregate, Aggregate::Sum | Aggregate::Max);
+        if rising && !partial_is_a_bound && !rs.window.is_warm(r.ts, ms / 6 * 5) {
+            target = current;
+        }
         // After a restart the window holds only part of its span: do not let an incomplete
         // sum clear or lower an alert that the full window would still hold.
         let falling = match (target, current) {
@@ -421,6 +435,52 @@ pub(super) fn evaluate_rule(
         &info,
         ctx,
     );
+}
+
+/// The rate of change per `per_ms` over the readings of the last `per_ms`: from the oldest
+/// kept reading to this one. A span shorter than a quarter of `per_ms` gives no rate, so
+/// that a centimetre of noise between two readings a minute apart is not read as a flood.
+fn rate_over_span(
+    history: &mut std::collections::VecDeque<(i64, f64)>,
+    ts: i64,
+    value: f64,
+    per_ms: i64,
+) -> Option<f64> {
+    if history.back().is_some_and(|&(t, _)| ts <= t) {
+        return None; // not newer than the last kept reading
+    }
+    while history.front().is_some_and(|&(t, _)| t < ts - per_ms) {
+        history.pop_front();
+    }
+    let rate = history.front().and_then(|&(t0, v0)| {
+        let span = ts - t0;
+        (span >= per_ms / 4 && span > 0).then(|| (value - v0) / span as f64 * per_ms as f64)
+    });
+    // Keep at most ~240 readings per span, whatever the reporting rate.
+    if history.back().is_none_or(|&(t, _)| ts - t >= per_ms / 240) {
+        history.push_back((ts, value));
+    }
+    rate
+}
+
+/// Which way a restored alert's rule was breached, from which of its levels is the
+/// alert's threshold.
+pub(super) fn direction_of(profile: &SensorProfile, slot: Slot, alert: &Alert) -> Direction {
+    let Slot::Rule(i) = slot else {
+        return Direction::Above;
+    };
+    let Some(rule) = profile.rules.get(i as usize) else {
+        return Direction::Above;
+    };
+    let in_levels =
+        |levels: &crate::catalog::spec::Levels| levels.iter().any(|(_, t)| t == alert.threshold);
+    let below = in_levels(&rule.below) || rule.schedule.iter().any(|s| in_levels(&s.below));
+    let above = in_levels(&rule.above) || rule.schedule.iter().any(|s| in_levels(&s.above));
+    if below && !above {
+        Direction::Below
+    } else {
+        Direction::Above
+    }
 }
 
 /// Records an operator's acknowledgement.

@@ -16,6 +16,7 @@ pub mod window;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 
@@ -114,7 +115,8 @@ impl Output {
 
 struct RuleState {
     window: Window,
-    prev: Option<(i64, f64)>,
+    /// Recent readings for rate rules, thinned to a few hundred per span.
+    history: std::collections::VecDeque<(i64, f64)>,
     /// Since when (reading time) a raise or escalation has been waiting for its `for`.
     pending: Option<i64>,
     active: Option<ActiveAlert>,
@@ -122,6 +124,9 @@ struct RuleState {
 
 struct SensorState {
     profile: Arc<SensorProfile>,
+    /// When (gateway time) the last accepted reading arrived: the deadman's clock. Arrival,
+    /// not reading time, so that a device with a slow clock or a logger uploading an hour of
+    /// readings at once is not taken for silent.
     last_seen: TimestampMs,
     metrics: Vec<MetricState>,
     rules: Vec<RuleState>,
@@ -137,7 +142,7 @@ impl SensorState {
             rules: (0..profile.rules.len())
                 .map(|_| RuleState {
                     window: Window::default(),
-                    prev: None,
+                    history: Default::default(),
                     pending: None,
                     active: None,
                 })
@@ -192,6 +197,9 @@ pub struct Pipeline {
     alert_index: FxHashMap<String, AlertRef>,
     /// Active alerts changed since the last output.
     dirty: Vec<AlertRef>,
+    /// Makes alert ids unique across restarts (a replayed reading must not reopen an old,
+    /// resolved alert under the same id): starts at the creation time, counts raises.
+    raise_seq: u64,
     local: LocalTime,
 }
 
@@ -209,6 +217,7 @@ impl Pipeline {
             sensors,
             alert_index: FxHashMap::default(),
             dirty: Vec::new(),
+            raise_seq: now.max(0) as u64,
             local: LocalTime {
                 tz,
                 key: i64::MIN,
@@ -274,14 +283,15 @@ impl Pipeline {
                 .get_mut(alert.sensor.as_str())
                 .and_then(|state| {
                     let slot = alerts::slot_for(&state.profile, &alert)?;
+                    let direction = alerts::direction_of(&state.profile, slot, &alert);
                     let place = state.slot(slot)?;
                     if place.is_some() {
                         return None;
                     }
-                    Some((slot, place))
+                    Some((slot, direction, place))
                 });
             match placed {
-                Some((slot, place)) => {
+                Some((slot, direction, place)) => {
                     self.alert_index.insert(
                         alert.id.clone(),
                         AlertRef {
@@ -289,7 +299,7 @@ impl Pipeline {
                             slot,
                         },
                     );
-                    *place = Some(ActiveAlert::restored(alert));
+                    *place = Some(ActiveAlert::restored(alert, direction));
                 }
                 None => alerts::resolve_orphan(alert, now, &mut out),
             }
@@ -314,6 +324,9 @@ impl Pipeline {
             out.stats.reject(d.reason);
         }
         out.dead_letters = dead_letters;
+        // A payload's raw bytes go with its first rejection only: a megabyte of line protocol
+        // whose every line is rejected must not be stored once per line.
+        let mut raw_kept = vec![false; payloads.len()];
         for reading in readings {
             out.stats.received += 1;
             match self.check(reading, now, &mut out) {
@@ -331,10 +344,13 @@ impl Pipeline {
                         source: source.clone(),
                         reason,
                         detail,
-                        raw: payloads
-                            .get(r.payload as usize)
-                            .cloned()
-                            .unwrap_or_default(),
+                        raw: match raw_kept.get_mut(r.payload as usize) {
+                            Some(kept) if !*kept => {
+                                *kept = true;
+                                payloads[r.payload as usize].clone()
+                            }
+                            _ => Bytes::new(),
+                        },
                         sensor: Some(r.sensor),
                         metric: Some(r.metric),
                         value: Some(r.value),
@@ -361,6 +377,7 @@ impl Pipeline {
                 let mut ctx = alerts::Ctx {
                     index: &mut self.alert_index,
                     dirty: &mut self.dirty,
+                    seq: &mut self.raise_seq,
                     out: &mut out,
                 };
                 alerts::drive(
@@ -417,19 +434,39 @@ impl Pipeline {
         }
     }
 
-    /// Validates one reading and, when it is accepted, runs its rules.
+    /// Validates one reading and, when it is accepted, runs its rules. A sensor the config
+    /// does not list is registered only if its first reading passes, so that rejected input
+    /// leaves no state behind.
     #[allow(clippy::result_large_err)]
     fn check(
+        &mut self,
+        r: Reading,
+        now: TimestampMs,
+        out: &mut Output,
+    ) -> Result<Reading, (Reading, &'static str, String)> {
+        let fresh = !self.sensors.contains_key(r.sensor.as_str());
+        if fresh {
+            if let Err((reason, detail)) = self.register(&r, now, out) {
+                return Err((r, reason, detail));
+            }
+        }
+        let result = self.check_known(r, now, out);
+        if fresh {
+            if let Err((r, _, _)) = &result {
+                self.sensors.remove(r.sensor.as_str());
+                out.new_sensors.pop();
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn check_known(
         &mut self,
         mut r: Reading,
         now: TimestampMs,
         out: &mut Output,
     ) -> Result<Reading, (Reading, &'static str, String)> {
-        if !self.sensors.contains_key(r.sensor.as_str()) {
-            if let Err((reason, detail)) = self.register(&r, now, out) {
-                return Err((r, reason, detail));
-            }
-        }
         let Some(state) = self.sensors.get_mut(r.sensor.as_str()) else {
             return Err((r, "unknown_sensor", "sensor could not be registered".into()));
         };
@@ -461,7 +498,7 @@ impl Pipeline {
                     Err((r, "not_finite", detail))
                 }
                 UnknownPolicy::Accept => {
-                    state.last_seen = state.last_seen.max(r.ts);
+                    state.last_seen = now;
                     Ok(r)
                 }
             };
@@ -470,6 +507,7 @@ impl Pipeline {
         let mut ctx = alerts::Ctx {
             index: &mut self.alert_index,
             dirty: &mut self.dirty,
+            seq: &mut self.raise_seq,
             out,
         };
         let faults = self.settings.fault_alerts;
@@ -486,7 +524,7 @@ impl Pipeline {
                 return Err((r, reason, detail));
             }
             Verdict::OutOfOrder => {
-                state.last_seen = state.last_seen.max(r.ts);
+                state.last_seen = now;
                 return Ok(r);
             }
             Verdict::Suspect {
@@ -509,14 +547,15 @@ impl Pipeline {
                 }
             }
         }
-        state.last_seen = state.last_seen.max(r.ts);
+        state.last_seen = now;
         if state.offline.is_some() {
+            // The deadman runs on arrival time, so its alert clears at arrival time too.
             let info = alerts::Info::offline(&r.sensor, &profile, 0, 0);
             alerts::drive(
                 &mut state.offline,
                 Slot::Offline,
                 None,
-                r.ts,
+                now,
                 &info,
                 &mut ctx,
             );

@@ -98,6 +98,19 @@ name = "ph"
 metric = "ph"
 below = 6.0
 above = 9.0
+
+[catalog.tk.metrics.pm]
+name = { en = "PM2.5" }
+unit = "ug/m3"
+min = 0.0
+max = 1000.0
+
+[[catalog.tk.rules]]
+name = "pm_1h"
+metric = "pm"
+window = "1h"
+aggregate = "mean"
+above = 75.0
 "#;
 
 const MIN: i64 = 60_000;
@@ -542,7 +555,7 @@ fn rate_of_change_per_hour() {
     assert!(events(&feed_v(&mut p, "level", 5.0, t0()), "rise").is_empty());
     // +0.2 m in 30 min = 0.4 m/h
     assert!(events(&feed_v(&mut p, "level", 5.2, t0() + 30 * MIN), "rise").is_empty());
-    // +0.4 m in 30 min = 0.8 m/h
+    // +0.6 m over the hour since the first reading = 0.6 m/h
     let out = feed_v(&mut p, "level", 5.6, t0() + 60 * MIN);
     assert_eq!(
         events(&out, "rise"),
@@ -550,7 +563,7 @@ fn rate_of_change_per_hour() {
     );
     let a = &out.events[0].alert;
     assert!(
-        (a.value - 0.8).abs() < 1e-9,
+        (a.value - 0.6).abs() < 1e-9,
         "the alert carries the rate, got {}",
         a.value
     );
@@ -689,6 +702,144 @@ fn orphaned_alert_is_resolved_at_restore() {
     let out = second.restore_alerts(stored, t0() + HOUR);
     assert_eq!(out.events.len(), 1);
     assert_eq!(out.events[0].event, AlertEventKind::Resolved);
+}
+
+// Regression tests from the review of issue 2, each named after what it guards against.
+
+#[test]
+fn rate_noise_over_a_short_span_is_not_a_flood() {
+    let mut p = pipeline();
+    // 1 cm in one minute would be 0.6 m/h, but a minute is too short a span to tell
+    for (i, v) in [10.00, 10.01, 10.00, 10.01].iter().enumerate() {
+        let out = feed_v(&mut p, "level", *v, t0() + i as i64 * MIN);
+        assert!(events(&out, "rise").is_empty(), "reading {i}");
+    }
+}
+
+#[test]
+fn rejected_first_reading_leaves_no_sensor_behind() {
+    let mut p = pipeline();
+    let before = p.sensor_count();
+    let out = feed_v(&mut p, "ph", 17.0, t0());
+    assert_eq!(rejected(&out), Some("out_of_range"));
+    assert!(out.new_sensors.is_empty());
+    assert_eq!(p.sensor_count(), before);
+    assert!(
+        p.tick(t0() + HOUR).events.is_empty(),
+        "no deadman for a sensor never accepted"
+    );
+}
+
+#[test]
+fn deadman_runs_on_arrival_time_not_on_a_slow_device_clock() {
+    let mut p = pipeline();
+    // the device's clock is 40 minutes slow; its readings arrive on time
+    let now = t0();
+    feed_at(&mut p, reading("level", 5.0, now - 40 * MIN), now);
+    assert!(p.tick(now + 9 * MIN).events.is_empty());
+    feed_at(&mut p, reading("level", 5.0, now - 35 * MIN), now + 5 * MIN);
+    assert!(p.tick(now + 14 * MIN).events.is_empty());
+}
+
+#[test]
+fn a_spike_does_not_become_the_baseline() {
+    let mut p = pipeline();
+    feed_v(&mut p, "level", 2.0, t0());
+    assert_eq!(
+        feed_v(&mut p, "level", 7.0, t0() + 10_000).accepted[0].quality,
+        Quality::Suspect
+    );
+    let out = feed_v(&mut p, "level", 2.05, t0() + 20_000);
+    assert_eq!(
+        out.accepted[0].quality,
+        Quality::Good,
+        "judged against 2.0, not the glitch"
+    );
+}
+
+#[test]
+fn a_payload_is_kept_once_however_many_of_its_readings_are_rejected() {
+    let mut p = pipeline();
+    let readings = (0..3)
+        .map(|i| reading("ph", 17.0 + i as f64, t0() + i))
+        .collect();
+    let out = p.process(
+        Batch {
+            source: "test".into(),
+            received_at: t0(),
+            readings,
+            payloads: vec![Bytes::from_static(b"the payload")],
+            dead_letters: vec![],
+        },
+        t0(),
+    );
+    let raws: Vec<usize> = out.dead_letters.iter().map(|d| d.raw.len()).collect();
+    assert_eq!(raws, vec![11, 0, 0]);
+}
+
+#[test]
+fn a_mean_of_a_few_readings_does_not_raise() {
+    let mut p = pipeline();
+    let out = feed_v(&mut p, "pm", 120.0, t0());
+    assert!(
+        events(&out, "pm_1h").is_empty(),
+        "one reading is not an hourly mean"
+    );
+    let mut raised = None;
+    for i in 1..=60 {
+        // not quite constant, or the flat-line check would call it stuck
+        let out = feed_v(&mut p, "pm", 120.0 + (i % 2) as f64, t0() + i * MIN);
+        if !events(&out, "pm_1h").is_empty() {
+            raised = Some(i);
+            break;
+        }
+    }
+    assert_eq!(
+        raised,
+        Some(50),
+        "raised once five sixths of the hour are covered"
+    );
+}
+
+#[test]
+fn escalation_clears_the_acknowledgement() {
+    let mut p = pipeline();
+    let out = feed_v(&mut p, "level", 10.5, t0());
+    let id = out.events[0].alert.id.clone();
+    p.ack(&id, "op", "", t0()).expect("ack");
+    let out = feed_v(&mut p, "level", 12.5, t0() + 30 * MIN);
+    let a = out
+        .alerts
+        .iter()
+        .find(|a| a.id == id)
+        .expect("updated alert");
+    assert_eq!(a.severity, Severity::Critical);
+    assert!(a.ack.is_none(), "a worse alert needs a new acknowledgement");
+}
+
+#[test]
+fn a_replayed_raise_after_restart_gets_a_new_id() {
+    let mut first = pipeline();
+    let a = feed_v(&mut first, "level", 11.0, t0()).events[0]
+        .alert
+        .id
+        .clone();
+    // the gateway restarts a minute later and the same reading is delivered again
+    let config = load_with_env(
+        &[Source::Text {
+            name: "test kind".into(),
+            toml: TEST_KIND.into(),
+        }],
+        Some(HashMap::new()),
+    )
+    .expect("test config");
+    let catalog = Arc::new(Catalog::from_config(&config));
+    let mut second = Pipeline::new(catalog, Settings::from_config(&config), t0() + MIN);
+    let b = feed_v(&mut second, "level", 11.0, t0()).events[0]
+        .alert
+        .id
+        .clone();
+    assert_ne!(a, b);
 }
 
 proptest! {

@@ -122,7 +122,7 @@ pub(super) fn check(
         );
     }
     if r.ts_source == TsSource::Device {
-        if r.ts > now + s.max_future_skew_ms {
+        if r.ts > now.saturating_add(s.max_future_skew_ms) {
             return reject(
                 "future_timestamp",
                 format!(
@@ -133,7 +133,7 @@ pub(super) fn check(
                 ),
             );
         }
-        if r.ts < now - s.max_age_ms {
+        if r.ts < now.saturating_sub(s.max_age_ms) {
             return reject(
                 "stale_timestamp",
                 format!(
@@ -185,16 +185,16 @@ pub(super) fn check(
         }
     }
     st.remember(r.ts);
-    st.last = Some((r.ts, v));
-
-    let mut verdict = Verdict::Good;
     if let Some(rate) = metric.max_rate_per_hour {
         // Judge changes over at least a minute, so that sensor noise on a device reporting
         // every second is not read as a physically impossible rate.
         let hours = (r.ts - last_ts).max(60_000) as f64 / 3_600_000.0;
         let change = (v - last_v).abs();
         if change > rate * hours {
-            verdict = Verdict::Suspect {
+            // The spike does not become the baseline: the next reading is judged against the
+            // last plausible one, so a one-sample glitch does not taint the reading after it.
+            // A real step change is accepted once enough time has passed to explain it.
+            return Verdict::Suspect {
                 reason: "spike",
                 detail: format!(
                     "{name} changed by {} {} in {} (more than the {} per hour the process allows)",
@@ -207,6 +207,9 @@ pub(super) fn check(
             };
         }
     }
+    st.last = Some((r.ts, v));
+
+    let mut verdict = Verdict::Good;
     if metric.flatline {
         if v == last_v {
             st.run += 1;

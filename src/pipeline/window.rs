@@ -4,6 +4,11 @@ use std::collections::VecDeque;
 
 use crate::catalog::spec::Aggregate;
 
+/// Most samples one window keeps: a day at one reading every 10 s. A device reporting faster
+/// than that has its oldest samples dropped early (the aggregate then covers a shorter
+/// span), so that no input rate can make a window's memory grow without bound.
+pub const MAX_SAMPLES: usize = 8_640;
+
 /// Samples within the last `len_ms` of reading time, with an O(1) amortised aggregate.
 ///
 /// Sum and mean keep a running sum, recomputed from the samples now and then so that float
@@ -33,6 +38,11 @@ impl Window {
             self.sum -= v;
             self.ops_since_resum += 1;
         }
+        if self.samples.len() >= MAX_SAMPLES {
+            if let Some((_, v)) = self.samples.pop_front() {
+                self.sum -= v;
+            }
+        }
         self.samples.push_back((ts, value));
         self.sum += value;
         if self.ops_since_resum > 4096 {
@@ -43,7 +53,12 @@ impl Window {
             Aggregate::Sum => self.sum,
             Aggregate::Mean => self.sum / self.samples.len() as f64,
             Aggregate::Max | Aggregate::Min => {
-                while self.extreme.front().is_some_and(|&(t, _)| t <= cutoff) {
+                let oldest = self.samples.front().map_or(ts, |&(t, _)| t);
+                while self
+                    .extreme
+                    .front()
+                    .is_some_and(|&(t, _)| t <= cutoff || t < oldest)
+                {
                     self.extreme.pop_front();
                 }
                 let dominated = |old: f64| match agg {
