@@ -254,7 +254,9 @@ impl Pipeline {
     /// Registers a sensor the store remembers from an earlier run (one the config does not
     /// list but that was accepted before), so that its deadman and alerts carry on.
     pub fn restore_sensor(&mut self, id: &str, kind: &str, tags: Option<Tags>, now: TimestampMs) {
-        if self.sensors.contains_key(id) {
+        // Under `unknown_sensor = "reject"` a sensor the config does not list is not welcome,
+        // whatever an earlier run with another policy accepted.
+        if self.sensors.contains_key(id) || self.settings.unknown_sensor == UnknownPolicy::Reject {
             return;
         }
         if let Some(profile) = self.catalog.unlisted(kind, tags) {
