@@ -347,6 +347,11 @@ impl Gateway {
         self.reader.clone()
     }
 
+    /// The state of each MQTT connection, in `[[mqtt]]` order.
+    pub fn mqtt_status(&self) -> Vec<crate::sources::mqtt::StatusSnapshot> {
+        self.mqtt.iter().map(|s| s.status().snapshot()).collect()
+    }
+
     /// Stops taking input, lets everything already taken be committed, and returns.
     /// Every other `Ingest` handle must have been dropped for the pipeline to drain.
     pub async fn shutdown(self) -> anyhow::Result<()> {
