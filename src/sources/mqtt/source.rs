@@ -177,8 +177,10 @@ pub(super) struct Shared {
     /// Connection generation; see the module docs. Held while bumping + purging and while
     /// sending an ack.
     pub generation: Mutex<u64>,
-    /// The acker asks the event loop to drop the connection (after a failed commit).
+    /// The acker asks the event loop to drop the connection (after a failed commit): it sets
+    /// `reconnect_wanted`, then notifies. The flag tells a fresh request from a stale permit.
     pub reconnect: Notify,
+    pub reconnect_wanted: AtomicBool,
     /// Set by `stop`: publishes that arrive from now on are neither processed nor acked.
     pub stopping: AtomicBool,
     /// Set when the event-loop task has ended: acks can no longer be sent.
@@ -200,6 +202,18 @@ impl Shared {
             }
             Err(_) => purge(),
         }
+    }
+
+    /// Asks the event loop for a new connection, so that the broker redelivers what is
+    /// unacknowledged.
+    pub fn request_reconnect(&self) {
+        self.reconnect_wanted.store(true, Ordering::SeqCst);
+        self.reconnect.notify_one();
+    }
+
+    /// Whether a reconnect was asked for since the last call (clears the request).
+    pub fn take_reconnect_request(&self) -> bool {
+        self.reconnect_wanted.swap(false, Ordering::SeqCst)
     }
 
     /// Records a lost or refused connection.
@@ -288,6 +302,7 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
         status: status.clone(),
         generation: Mutex::new(0),
         reconnect: Notify::new(),
+        reconnect_wanted: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         loop_done: AtomicBool::new(false),
     });
@@ -738,7 +753,7 @@ async fn run_acker(shared: Arc<Shared>, client: Client, mut jobs: mpsc::Receiver
                 error!(connection = %name, error = %msg, "MQTT batch not committed");
                 shared.status.set_error(msg, now_ms());
                 // Unacked messages come back only with a new connection.
-                shared.reconnect.notify_one();
+                shared.request_reconnect();
             }
         }
     }

@@ -88,6 +88,10 @@ impl Drop for Broker {
 }
 
 fn start_mosquitto(dir: &Path) -> Option<Broker> {
+    start_mosquitto_with(dir, "allow_anonymous true\n")
+}
+
+fn start_mosquitto_with(dir: &Path, extra_conf: &str) -> Option<Broker> {
     if !Path::new(MOSQUITTO).exists() {
         eprintln!("mosquitto is not installed; skipping");
         return None;
@@ -99,7 +103,7 @@ fn start_mosquitto(dir: &Path) -> Option<Broker> {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        format!("listener {port} 127.0.0.1\npersistence false\n{extra_conf}"),
     )
     .expect("write mosquitto.conf");
     let child = Command::new(MOSQUITTO)
@@ -144,6 +148,11 @@ fn publish(port: u16, v5: bool, topic: &str, payload: &str, user_ts: Option<i64>
 }
 
 async fn gateway(dir: &Path, port: u16, protocol: &str) -> Gateway {
+    gateway_with(dir, port, protocol, "").await
+}
+
+/// `extra` goes into the `[[mqtt]]` table.
+async fn gateway_with(dir: &Path, port: u16, protocol: &str, extra: &str) -> Gateway {
     let toml = format!(
         r#"
 [broker]
@@ -161,6 +170,7 @@ client_id = "citygate-smoke-{protocol}"
 reconnect_min = "100ms"
 reconnect_max = "1s"
 max_packet_size = 1024
+{extra}
 [[mqtt.routes]]
 topic = "city/{{district}}/{{kind}}/{{sensor}}"
 format = "json"
@@ -322,4 +332,58 @@ async fn smoke_v5_against_mosquitto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_v311_against_mosquitto() {
     smoke("v311").await;
+}
+
+async fn auth_failure(protocol: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passwd = dir.path().join("passwd");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["gw", "right"])
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("mosquitto_passwd is not available; skipping");
+        return;
+    }
+    let conf = format!(
+        "allow_anonymous false\npassword_file {}\n",
+        passwd.display()
+    );
+    let Some(broker) = start_mosquitto_with(dir.path(), &conf) else {
+        return;
+    };
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "wrong\n").expect("write pw");
+    let extra = format!(
+        "username = \"gw\"\npassword_file = {:?}\n",
+        pw.display().to_string()
+    );
+    let g = gateway_with(dir.path(), broker.port, protocol, &extra).await;
+    assert!(
+        wait_until(|| g.mqtt_status()[0].reconnects >= 3).await,
+        "no retries: {:?}",
+        g.mqtt_status()
+    );
+    let s = &g.mqtt_status()[0];
+    assert!(!s.connected);
+    // mosquitto answers "not authorized" to 3.1.1 clients and "bad user name or password"
+    // to MQTT 5 clients.
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("connection refused by the broker: not authorized")),
+        "{s:?}"
+    );
+    g.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failure_is_clear_and_retried_v5() {
+    auth_failure("v5").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failure_is_clear_and_retried_v311() {
+    auth_failure("v311").await;
 }

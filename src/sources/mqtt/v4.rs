@@ -62,12 +62,15 @@ pub(super) async fn run(
                     break;
                 }
                 shared.new_generation(|| eventloop.clean());
+                // The connection is gone anyway: a pending reconnect request is served.
+                shared.take_reconnect_request();
                 shared.on_error(&describe(&e));
                 if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
                     break;
                 }
                 continue;
             }
+            None if !shared.take_reconnect_request() => continue,
             None => {
                 // A commit failed: drop the connection so that the broker redelivers.
                 shared.new_generation(|| eventloop.clean());
