@@ -148,11 +148,11 @@ fn publish(port: u16, v5: bool, topic: &str, payload: &str, user_ts: Option<i64>
 }
 
 async fn gateway(dir: &Path, port: u16, protocol: &str) -> Gateway {
-    gateway_with(dir, port, protocol, "").await
+    gateway_with(dir, &format!("mqtt://127.0.0.1:{port}"), protocol, "").await
 }
 
 /// `extra` goes into the `[[mqtt]]` table.
-async fn gateway_with(dir: &Path, port: u16, protocol: &str, extra: &str) -> Gateway {
+async fn gateway_with(dir: &Path, url: &str, protocol: &str, extra: &str) -> Gateway {
     let toml = format!(
         r#"
 [broker]
@@ -164,7 +164,7 @@ deadman_interval = "1h"
 console = false
 [[mqtt]]
 name = "smoke"
-url = "mqtt://127.0.0.1:{port}"
+url = "{url}"
 protocol = "{protocol}"
 client_id = "citygate-smoke-{protocol}"
 reconnect_min = "100ms"
@@ -359,7 +359,8 @@ async fn auth_failure(protocol: &str) {
         "username = \"gw\"\npassword_file = {:?}\n",
         pw.display().to_string()
     );
-    let g = gateway_with(dir.path(), broker.port, protocol, &extra).await;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let g = gateway_with(dir.path(), &url, protocol, &extra).await;
     assert!(
         wait_until(|| g.mqtt_status()[0].reconnects >= 3).await,
         "no retries: {:?}",
@@ -386,4 +387,124 @@ async fn auth_failure_is_clear_and_retried_v5() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failure_is_clear_and_retried_v311() {
     auth_failure("v311").await;
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA.
+fn make_certs(dir: &Path) -> bool {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let _ = std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    ]) && run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other-ca",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_right_ca_connects_and_a_wrong_ca_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    if !make_certs(d) {
+        eprintln!("openssl is not available; skipping");
+        return;
+    }
+    // mosquitto started as root drops to its own user, which must be able to read these.
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [(d.to_path_buf(), 0o755), (d.join("server.key"), 0o644)] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let conf = format!(
+        "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        d.join("ca.pem").display(),
+        d.join("server.pem").display(),
+        d.join("server.key").display()
+    );
+    let Some(broker) = start_mosquitto_with(d, &conf) else {
+        return;
+    };
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+
+    let good = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        "[mqtt.tls]\nca_file = {:?}\n",
+        d.join("ca.pem").display().to_string()
+    );
+    let g = gateway_with(good.path(), &url, "v5", &extra).await;
+    wait_for("the TLS connection", || g.mqtt_status()[0].connected).await;
+    g.shutdown().await.expect("shutdown");
+
+    let bad = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        "[mqtt.tls]\nca_file = {:?}\n",
+        d.join("other.pem").display().to_string()
+    );
+    let g = gateway_with(bad.path(), &url, "v311", &extra).await;
+    wait_for("a TLS failure", || g.mqtt_status()[0].reconnects >= 1).await;
+    let s = &g.mqtt_status()[0];
+    assert!(!s.connected);
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("TLS: invalid peer certificate: UnknownIssuer"),
+        "{s:?}"
+    );
+    g.shutdown().await.expect("shutdown");
 }
