@@ -24,6 +24,8 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
 }
 
 /// Logs to stderr; `RUST_LOG` filters, `info` by default. Safe to call more than once.
+/// rumqttc logs through the `log` crate: `try_init` also installs the `log` → `tracing`
+/// bridge (tracing-subscriber's default `tracing-log` feature), so its lines show here too.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
