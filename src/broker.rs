@@ -7,7 +7,7 @@
 //! subscriptions and queued messages are lost when the process stops (see
 //! docs/mqtt-broker.md).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use crate::config::Config;
 use crate::sources::mqtt::config::{BrokerConfig, MqttConfig};
@@ -128,22 +128,6 @@ fn names_addr(authority: &str, addr: SocketAddr) -> bool {
     }
 }
 
-/// Binds `addr` once to find out whether it is free and, for port 0, which port to use.
-/// The socket is closed again for rumqttd to bind: another process could take the port in
-/// between, which the readiness check then reports.
-fn reserve(addr: SocketAddr, key: &'static str) -> Result<SocketAddr, BrokerError> {
-    let listener = TcpListener::bind(addr).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AddrInUse {
-            BrokerError::AddrInUse { addr, key }
-        } else {
-            BrokerError::Bind { addr, key, source }
-        }
-    })?;
-    listener
-        .local_addr()
-        .map_err(|source| BrokerError::Bind { addr, key, source })
-}
-
 fn check(cfg: &BrokerConfig) -> Result<(), BrokerError> {
     // rumqttd panics on a segment under 1 KiB or a log of no segments.
     if cfg.max_segment_size < 1024 {
@@ -183,13 +167,13 @@ fn check(cfg: &BrokerConfig) -> Result<(), BrokerError> {
 mod imp {
     use std::collections::HashMap;
     use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpStream};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
     use tracing::info;
 
-    use super::{check, reserve, BrokerError, EmbeddedBroker};
+    use super::{check, BrokerError, EmbeddedBroker};
     use crate::sources::mqtt::config::BrokerConfig;
 
     /// How long the listeners get to come up.
@@ -224,6 +208,22 @@ mod imp {
         }
         info!(mqtt311 = %addr, mqtt5 = ?addr_v5, "embedded MQTT broker listening");
         Ok(EmbeddedBroker { addr, addr_v5 })
+    }
+
+    /// Binds `addr` once to find out whether it is free and, for port 0, which port to use.
+    /// The socket is closed again for rumqttd to bind: another process could take the port in
+    /// between, which the readiness check then reports.
+    fn reserve(addr: SocketAddr, key: &'static str) -> Result<SocketAddr, BrokerError> {
+        let listener = TcpListener::bind(addr).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                BrokerError::AddrInUse { addr, key }
+            } else {
+                BrokerError::Bind { addr, key, source }
+            }
+        })?;
+        listener
+            .local_addr()
+            .map_err(|source| BrokerError::Bind { addr, key, source })
     }
 
     fn rumqttd_config(
@@ -352,10 +352,11 @@ mod imp {
 
 #[cfg(not(feature = "embedded-broker"))]
 mod imp {
-    use super::{BrokerError, EmbeddedBroker};
+    use super::{check, BrokerError, EmbeddedBroker};
     use crate::sources::mqtt::config::BrokerConfig;
 
-    pub(super) fn start(_cfg: &BrokerConfig) -> Result<EmbeddedBroker, BrokerError> {
+    pub(super) fn start(cfg: &BrokerConfig) -> Result<EmbeddedBroker, BrokerError> {
+        check(cfg)?;
         Err(BrokerError::NotBuilt)
     }
 }
