@@ -322,7 +322,12 @@ mod imp {
         if ack[0] != 0x20 || ack[3] != 0 {
             return Err(format!("unexpected answer {ack:02x?}"));
         }
+        // Wait for the broker to close the connection after the DISCONNECT, so that the
+        // probe's session is gone before anyone else connects (rumqttd logs an error if the
+        // socket closes first).
         let _ = s.write_all(&[0xE0, 0x00]);
+        let mut rest = [0u8; 64];
+        while matches!(s.read(&mut rest), Ok(n) if n > 0) {}
         Ok(())
     }
 
