@@ -20,6 +20,7 @@
 //! - [`catalog`]: kinds, metric names, plausible ranges
 //! - [`payload`]: JSON writing and [`bad_payloads`] for tests
 //! - [`http`]: a tiny blocking HTTP/1.1 POST client used by the binary
+//! - [`mqtt`]: MQTT load generation and a counting subscriber, for benchmarks
 
 pub mod catalog;
 pub mod fleet;
@@ -27,6 +28,7 @@ mod geo;
 pub mod http;
 pub mod incidents;
 mod kinds;
+pub mod mqtt;
 pub mod payload;
 mod rng;
 mod signals;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use citygate_sim::http::HttpTarget;
-use citygate_sim::{bad_payloads, Fleet, FleetConfig, SimSensor};
+use citygate_sim::{bad_payloads, mqtt, Fleet, FleetConfig, SimSensor};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -27,6 +27,67 @@ enum Command {
     Sensors(FleetShape),
     /// Print malformed and invalid payloads (what is wrong, TAB, payload), for testing.
     Bad,
+    /// Publish N readings from M sensors to an MQTT broker as fast as it takes them, and
+    /// print the rate achieved.
+    Load(LoadArgs),
+    /// Subscribe and count messages until N have arrived, and print the delivery rate.
+    SubscribeRate(SubscribeArgs),
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// Broker, mqtt://host:port.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    url: String,
+    /// Readings to publish in all.
+    #[arg(long, default_value_t = 100_000)]
+    readings: u64,
+    /// Distinct sensors (one topic each).
+    #[arg(long, default_value_t = 10_000)]
+    sensors: u64,
+    /// QoS of the publishes: 0 or 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// First topic level: topics are <prefix>/<district>/noise/<sensor>.
+    #[arg(long, default_value = "city")]
+    prefix: String,
+    /// Parallel connections.
+    #[arg(long, default_value_t = 4)]
+    connections: u32,
+    /// Unacknowledged QoS 1 publishes per connection.
+    #[arg(long, default_value_t = 100)]
+    inflight: u16,
+    /// Client id prefix.
+    #[arg(long, default_value = "citygate-sim-load")]
+    client_id: String,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SubscribeArgs {
+    /// Broker, mqtt://host:port.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    url: String,
+    /// Subscription filter.
+    #[arg(long, default_value = "city/#")]
+    topic: String,
+    /// QoS of the subscription.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+    /// Create this file once subscribed (a script can wait for it before starting a load).
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -95,7 +156,99 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Load(args) => report(run_load(args)),
+        Command::SubscribeRate(args) => report(run_subscribe(args)),
     }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("citygate-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run_load(args: LoadArgs) -> Result<(), String> {
+    let opts = mqtt::LoadOptions {
+        url: args.url,
+        readings: args.readings,
+        sensors: args.sensors,
+        qos: args.qos,
+        prefix: args.prefix,
+        connections: args.connections,
+        inflight: args.inflight,
+        client_id: args.client_id,
+    };
+    let r = runtime()?.block_on(mqtt::load(&opts))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "published": r.published,
+                "seconds": r.seconds,
+                "rate": r.rate(),
+                "sensors": opts.sensors,
+                "qos": opts.qos,
+            })
+        );
+    } else {
+        println!(
+            "published {} readings from {} sensors (QoS {}) in {:.2} s: {:.0} msg/s",
+            r.published,
+            opts.sensors,
+            opts.qos,
+            r.seconds,
+            r.rate()
+        );
+    }
+    Ok(())
+}
+
+fn run_subscribe(args: SubscribeArgs) -> Result<(), String> {
+    let ready_file = args.ready_file.clone();
+    let r = runtime()?.block_on(mqtt::subscribe_rate(
+        &args.url,
+        &args.topic,
+        args.qos,
+        args.count,
+        Duration::from_secs(args.timeout_s),
+        move || {
+            if let Some(p) = ready_file {
+                if let Err(e) = std::fs::write(&p, b"subscribed\n") {
+                    eprintln!("citygate-sim: cannot write {}: {e}", p.display());
+                }
+            }
+        },
+    ))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "received": r.received,
+                "seconds": r.seconds,
+                "rate": r.rate(),
+                "last_at": r.last_at,
+            })
+        );
+    } else {
+        println!(
+            "received {} messages in {:.2} s (first to last): {:.0} msg/s",
+            r.received,
+            r.seconds,
+            r.rate()
+        );
+    }
+    Ok(())
 }
 
 fn config(shape: &FleetShape, start_ms: i64) -> FleetConfig {
