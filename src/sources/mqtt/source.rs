@@ -32,7 +32,7 @@
 //! and the channels hold at least that many, so normally the event loop keeps polling (and
 //! pinging) while acks are pending.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -248,9 +248,66 @@ pub(super) async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bo
     }
 }
 
-/// Bounds of the channels between the tasks.
-pub(super) fn message_capacity(inflight: u16) -> usize {
-    usize::from(inflight).max(16)
+/// Most messages waiting between the event loop and the batcher before the gateway drops the
+/// connection. The broker's in-flight window (receive maximum, or its own per-client limit)
+/// keeps the queue far below this; a broker that overshoots it (mosquitto 2.0 does when it
+/// resumes a session with a backlog) must not make the queue grow without bound.
+pub(super) fn queue_cap(inflight: u16) -> usize {
+    (usize::from(inflight) * 10).max(1000)
+}
+
+/// The queue from the event-loop task to the batcher.
+///
+/// The event loop must never wait on it: while it waits it does not poll, so our acks (queued
+/// in rumqttc's request channel, sent by the polling loop) never leave, commits stop being
+/// acknowledged, the batcher waits for the acker and the acker for the event loop — the
+/// rumqtt#1025 deadlock by another road. So the channel is unbounded and bounded by count
+/// instead: over [`queue_cap`], the event loop drops the connection and the broker redelivers
+/// what was not acknowledged.
+pub(super) struct MessageQueue {
+    tx: mpsc::UnboundedSender<Message>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl MessageQueue {
+    pub(super) fn new(cap: usize) -> (MessageQueue, QueueReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            MessageQueue {
+                tx,
+                queued: queued.clone(),
+                cap,
+            },
+            QueueReceiver { rx, queued },
+        )
+    }
+
+    /// Queues a message; `false` when the queue is over its cap (the message is not taken).
+    pub(super) fn push(&self, msg: Message) -> bool {
+        if self.queued.load(Ordering::SeqCst) >= self.cap {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(msg).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
+pub(super) struct QueueReceiver {
+    rx: mpsc::UnboundedReceiver<Message>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl QueueReceiver {
+    async fn recv_many(&mut self, buf: &mut Vec<Message>, limit: usize) -> usize {
+        let n = self.rx.recv_many(buf, limit).await;
+        self.queued.fetch_sub(n, Ordering::SeqCst);
+        n
+    }
 }
 
 /// rumqttc's request channel carries our acks and subscriptions; it must hold at least one
@@ -307,7 +364,7 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
         loop_done: AtomicBool::new(false),
     });
     let (stop, stop_rx) = watch::channel(false);
-    let (msg_tx, msg_rx) = mpsc::channel(message_capacity(settings.cfg.inflight));
+    let (msg_tx, msg_rx) = MessageQueue::new(queue_cap(settings.cfg.inflight));
     let (ack_tx, ack_rx) = mpsc::channel(ACK_JOBS);
     let backoff = Backoff::new(settings.cfg.reconnect_min.0, settings.cfg.reconnect_max.0);
     info!(
@@ -677,7 +734,7 @@ struct AckJob {
 
 async fn run_batcher(
     decoder: Decoder,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: QueueReceiver,
     ingest: Ingest,
     acks: mpsc::Sender<AckJob>,
     batch_max: usize,

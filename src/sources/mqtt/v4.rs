@@ -7,13 +7,13 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
     Packet, QoS, StateError, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{error, warn};
 
 use super::backoff::Backoff;
 use super::source::{
-    describe_io, describe_tls, request_capacity, sleep_or_stop, AckHandle, Message, Settings,
-    Shared,
+    describe_io, describe_tls, request_capacity, sleep_or_stop, AckHandle, Message, MessageQueue,
+    Settings, Shared,
 };
 use crate::app::now_ms;
 
@@ -45,7 +45,7 @@ pub(super) async fn run(
     client: AsyncClient,
     filters: Vec<String>,
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Message>,
+    tx: MessageQueue,
     mut backoff: Backoff,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -119,9 +119,17 @@ pub(super) async fn run(
                     generation: shared.generation(),
                     ts: None,
                 };
-                // Blocks when the pipeline is behind: we stop reading and the broker holds
-                // the rest.
-                let _ = tx.send(msg).await;
+                // Never waits (see MessageQueue): the broker's in-flight window bounds the
+                // queue; a broker that overshoots it far gets the connection dropped, and
+                // redelivers what was not acknowledged.
+                if !tx.push(msg) {
+                    shared.new_generation(|| eventloop.clean());
+                    shared.on_error("the broker sent far more unacknowledged messages than the in-flight window; reconnecting");
+                    if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
+                        break;
+                    }
+                    continue;
+                }
             }
             Event::Outgoing(Outgoing::Disconnect) if shared.stopping.load(Ordering::SeqCst) => {
                 break

@@ -7,13 +7,13 @@ use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, SubscribeRea
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{error, warn};
 
 use super::backoff::Backoff;
 use super::source::{
     describe_io, describe_tls, parse_ts_property, request_capacity, sleep_or_stop, AckHandle,
-    Message, Settings, Shared,
+    Message, MessageQueue, Settings, Shared,
 };
 use crate::app::now_ms;
 
@@ -47,7 +47,7 @@ pub(super) async fn run(
     client: AsyncClient,
     filters: Vec<String>,
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Message>,
+    tx: MessageQueue,
     mut backoff: Backoff,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -131,7 +131,17 @@ pub(super) async fn run(
                     generation: shared.generation(),
                     ts,
                 };
-                let _ = tx.send(msg).await;
+                // Never waits (see MessageQueue): the receive maximum bounds the queue; a
+                // broker that overshoots it far gets the connection dropped, and redelivers
+                // what was not acknowledged.
+                if !tx.push(msg) {
+                    shared.new_generation(|| eventloop.clean());
+                    shared.on_error("the broker sent far more unacknowledged messages than the receive maximum; reconnecting");
+                    if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
+                        break;
+                    }
+                    continue;
+                }
             }
             Event::Outgoing(Outgoing::Disconnect) if shared.stopping.load(Ordering::SeqCst) => {
                 break
