@@ -15,6 +15,29 @@ const BAD_EACH: usize = 2500;
 /// The reason the source gives a message whose topic matches no route.
 const NO_ROUTE: &str = "no_route";
 
+/// Two routes, both subscribed through `city/#`, so that a topic matching neither still
+/// reaches the gateway.
+fn section(url: &str) -> String {
+    format!(
+        r#"
+[[mqtt]]
+name = "malformed"
+url = "{url}"
+client_id = "citygate-test-malformed"
+
+[[mqtt.routes]]
+topic = "city/{{district}}/{{kind}}/{{sensor}}"
+subscribe = "city/#"
+format = "json"
+
+[[mqtt.routes]]
+topic = "city/{{district}}/{{kind}}/{{sensor}}/value/{{metric}}"
+subscribe = "city/#"
+format = "value"
+"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_dead_letters_and_never_stall() {
     let broker = Mosquitto::start();

@@ -13,13 +13,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::load::{ConfigError, ConfigProblem};
-use crate::sources::mqtt::config::{BrokerConfig, MqttConfig};
 use super::{
     AlertsConfig, Config, GatewayConfig, HttpConfig, SensorSpec, SqliteConfig, ValidationConfig,
 };
 use crate::catalog::spec::{
     parse_hhmm, KindSpec, Levels, MetricSpec, ProfileSpec, RuleOverride, RuleSpec, ScheduleSpec,
 };
+use crate::sources::mqtt::config::{BrokerConfig, MqttConfig};
 
 const TOP_KEYS: &[&str] = &[
     "gateway",
@@ -88,7 +88,10 @@ impl Problems {
             }
             Some(other) => self.push(
                 path,
-                format!("expected an array ([[{path}]]), found {}", type_name(&other)),
+                format!(
+                    "expected an array ([[{path}]]), found {}",
+                    type_name(&other)
+                ),
             ),
         }
         out
