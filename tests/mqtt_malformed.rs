@@ -6,9 +6,7 @@ mod common;
 
 use common::mosquitto::Mosquitto;
 use common::publisher::{Msg, Proto, Publisher};
-use common::{
-    count, dead_letter_reasons, mqtt_section, start, stream, wait_for_count, STORE_DEADLINE,
-};
+use common::{count, dead_letter_reasons, start, stream, wait_for_count, STORE_DEADLINE};
 
 const GOOD: usize = 2000;
 const BAD_EACH: usize = 2500;
@@ -42,11 +40,7 @@ format = "value"
 async fn malformed_messages_are_dead_letters_and_never_stall() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let g = start(
-        dir.path(),
-        &mqtt_section("malformed", &broker.url(), Proto::V5, ""),
-    )
-    .await;
+    let g = start(dir.path(), &section(&broker.url())).await;
     let api = common::Api::new(&g);
     common::wait_for_mqtt_status(&api, "malformed", STORE_DEADLINE, common::is_connected).await;
     let db = g.db_path().to_path_buf();
