@@ -130,6 +130,16 @@ enum StoreMsg {
     },
 }
 
+/// A queued batch whose commit is still to come (see [`Ingest::enqueue`]).
+pub struct Pending(oneshot::Receiver<Result<Receipt, IngestError>>);
+
+impl Pending {
+    /// Waits until the batch's readings and dead letters are committed.
+    pub async fn committed(self) -> Result<Receipt, IngestError> {
+        self.0.await.map_err(|_| IngestError::Stopped)?
+    }
+}
+
 /// The handle sources use to feed the pipeline. Cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
@@ -139,6 +149,13 @@ pub struct Ingest {
 impl Ingest {
     /// Submits a batch and waits until its readings and dead letters are committed.
     pub async fn submit(&self, batch: Batch) -> Result<Receipt, IngestError> {
+        self.enqueue(batch).await?.committed().await
+    }
+
+    /// Queues a batch (waiting for room) and returns a handle to wait for its commit, so that
+    /// a source can queue the next batch while this one commits. Batches are processed and
+    /// committed in the order they were queued.
+    pub async fn enqueue(&self, batch: Batch) -> Result<Pending, IngestError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Ingest {
@@ -147,7 +164,7 @@ impl Ingest {
             })
             .await
             .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        Ok(Pending(rx))
     }
 
     /// Submits a batch without waiting for its commit (still bounded: waits for room).
@@ -180,6 +197,7 @@ pub struct Gateway {
     db_path: PathBuf,
     ingest: Ingest,
     reader: Arc<SqliteReader>,
+    mqtt: Vec<crate::sources::mqtt::MqttSource>,
     stop_http: watch::Sender<bool>,
     http: tokio::task::JoinHandle<()>,
     pipeline: tokio::task::JoinHandle<()>,
@@ -259,6 +277,16 @@ impl Gateway {
         let pipeline = tokio::spawn(run_pipeline(pipeline, rx, store_tx, timers));
         let ingest = Ingest { tx };
 
+        // MQTT sources: one per [[mqtt]] connection. A bad password or TLS file fails here.
+        let mut mqtt = Vec::with_capacity(config.mqtt.len());
+        for m in &config.mqtt {
+            let source =
+                crate::sources::mqtt::start(m.clone(), ingest.clone(), config.gateway.batch_max)
+                    .context("cannot start an MQTT source")?;
+            mqtt.push(source);
+        }
+        let mqtt_status: Arc<[_]> = mqtt.iter().map(|s| s.status()).collect();
+
         let listener = match listener {
             Some(l) => l,
             None => TcpListener::bind(config.http.listen)
@@ -274,6 +302,7 @@ impl Gateway {
             catalog,
             db_path: db_path.clone(),
             started_at: Instant::now(),
+            mqtt: mqtt_status,
         };
         let router = crate::http::router(state, config.http.max_body_bytes);
         let (stop_http, mut stopped) = watch::channel(false);
@@ -294,6 +323,7 @@ impl Gateway {
             db_path,
             ingest,
             reader,
+            mqtt,
             stop_http,
             http,
             pipeline,
@@ -320,6 +350,10 @@ impl Gateway {
     /// Stops taking input, lets everything already taken be committed, and returns.
     /// Every other `Ingest` handle must have been dropped for the pipeline to drain.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Sources first: they stop pulling and get what they already submitted acked.
+        for source in self.mqtt {
+            source.stop().await;
+        }
         let _ = self.stop_http.send(true);
         let _ = self.http.await;
         drop(self.ingest);

@@ -30,6 +30,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub db_path: PathBuf,
     pub started_at: Instant,
+    /// The MQTT connections, for `/health`.
+    pub mqtt: Arc<[Arc<crate::sources::mqtt::SourceStatus>]>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {

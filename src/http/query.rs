@@ -231,11 +231,19 @@ pub async fn dead_letters(
 pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
     let counts = blocking(&st, |r| r.counts()).await;
     let uptime = st.started_at.elapsed().as_secs();
+    let mqtt: Vec<_> = st.mqtt.iter().map(|s| s.snapshot()).collect();
+    // A broker connection that is down degrades the gateway but it still serves (and takes
+    // HTTP input), so the answer stays 200.
+    let status = if mqtt.iter().all(|m| m.connected) {
+        "ok"
+    } else {
+        "degraded"
+    };
     match counts {
         Ok(c) => (
             StatusCode::OK,
             Json(json!({
-                "status": "ok",
+                "status": status,
                 "version": env!("CARGO_PKG_VERSION"),
                 "uptime_s": uptime,
                 "store": {
@@ -248,6 +256,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                     "dead_letters": c.dead_letters,
                     "sensors": c.sensors,
                 },
+                "mqtt": mqtt,
             })),
         ),
         Err(e) => (
@@ -257,6 +266,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                 "version": env!("CARGO_PKG_VERSION"),
                 "uptime_s": uptime,
                 "store": { "kind": "sqlite", "path": st.db_path.display().to_string(), "state": "error", "error": e.message },
+                "mqtt": mqtt,
             })),
         ),
     }

@@ -1,0 +1,1029 @@
+//! One broker connection: the protocol-independent part. The event-loop glue for MQTT 3.1.1
+//! and 5 lives in `v4.rs` and `v5.rs`; everything else (routing, decoding, batching, acks,
+//! status) is shared.
+//!
+//! ```text
+//!  event-loop task ──Message──► batcher task ──AckJob──► acker task ──try_ack──► event loop
+//!  (polls rumqttc,   bounded     (route, decode,  bounded  (waits for the commit,
+//!   never awaits                  one Batch per            then acks in order)
+//!   the client)                   recv_many)
+//! ```
+//!
+//! # Delivery
+//! A message is acknowledged only after the batch that carries its readings and dead letters
+//! is committed (`Ingest::enqueue(..).committed()`), and acks are sent in the order the
+//! messages arrived (MQTT wants PUBACKs in order). A failed commit acks nothing and drops the
+//! connection, so that the broker redelivers what is unacknowledged once we are back.
+//!
+//! # Acks across reconnects
+//! Packet ids are per connection. An ack computed for a message of an old connection could,
+//! on the new one, acknowledge a different, not yet committed message that reuses the id. So
+//! every message carries the *generation* of its connection; the event-loop task bumps the
+//! generation and purges queued acks (`EventLoop::clean`) under one lock, and the acker sends
+//! an ack only while holding that lock with the generation unchanged. Acks of an old
+//! generation are dropped: the broker redelivers those messages, which are then stored twice
+//! (at-least-once, never lost).
+//!
+//! # Flow control
+//! Every channel is bounded. When the pipeline is slow the batcher stops taking messages, the
+//! event-loop task blocks on the full channel and stops reading the socket, and the broker
+//! holds the rest. The broker sends at most `inflight` unacknowledged messages (MQTT 5 receive
+//! maximum; for 3.1.1 the broker's own per-client limit, which should not exceed `inflight`),
+//! and the channels hold at least that many, so normally the event loop keeps polling (and
+//! pinging) while acks are pending.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use compact_str::CompactString;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use super::backoff::Backoff;
+use super::config::{MqttConfig, MqttProtocol};
+use super::route::Router;
+use super::status::SourceStatus;
+use super::tls::{self, TlsError};
+use crate::app::{error_chain, now_ms, Ingest, IngestError, Pending};
+use crate::codec::{self, CodecError, DecodeContext};
+use crate::model::{Batch, DeadLetter, TimestampMs, TsSource};
+
+/// Why a connection could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("mqtt[{name}]: invalid url {url:?}: {why}")]
+    Url {
+        name: String,
+        url: String,
+        why: String,
+    },
+    #[error("mqtt[{name}]: route {index}: {why}")]
+    Route {
+        name: String,
+        index: usize,
+        why: String,
+    },
+    #[error("mqtt[{name}]: {why}")]
+    Settings { name: String, why: String },
+    #[error("mqtt[{name}]: password: {why}")]
+    Password { name: String, why: String },
+    #[error("mqtt[{name}]: TLS: {source}")]
+    Tls {
+        name: String,
+        #[source]
+        source: TlsError,
+    },
+}
+
+/// A password that never shows in `Debug` output.
+#[derive(Clone)]
+pub(super) struct Secret(pub(super) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Everything the event-loop glue needs to build its client, checked at startup.
+pub(super) struct Settings {
+    pub cfg: MqttConfig,
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<rustls::ClientConfig>,
+    pub password: Option<Secret>,
+    /// The transport limit given to rumqttc; see [`transport_limit`].
+    pub transport_limit: usize,
+    pub filters: Vec<String>,
+}
+
+/// rumqttc drops the *connection* when an incoming packet exceeds its limit. The broker then
+/// redelivers the same message on reconnect, and the connection loops forever on it. So the
+/// limit given to rumqttc is far above `max_packet_size`, and `max_packet_size` is enforced
+/// here, per message: a larger payload becomes a `payload_too_large` dead letter and is acked.
+/// With MQTT 5 the transport limit is also announced in CONNECT, so the broker drops (rather
+/// than sends) anything larger still.
+pub(super) fn transport_limit(max_packet_size: usize) -> usize {
+    (16 * 1024 * 1024).max(max_packet_size.saturating_mul(4))
+}
+
+/// A received publish, as the glue hands it over.
+pub(super) struct Message {
+    pub ack: AckHandle,
+    pub received_at: TimestampMs,
+    /// The connection generation it arrived on (see the module docs).
+    pub generation: u64,
+    /// MQTT 5 user property `ts`, parsed.
+    pub ts: Option<TimestampMs>,
+}
+
+/// The packet to acknowledge; it also carries the topic and payload.
+pub(super) enum AckHandle {
+    V4(rumqttc::Publish),
+    V5(rumqttc::v5::mqttbytes::v5::Publish),
+}
+
+impl AckHandle {
+    fn topic(&self) -> Result<&str, std::str::Utf8Error> {
+        match self {
+            AckHandle::V4(p) => Ok(&p.topic),
+            AckHandle::V5(p) => std::str::from_utf8(&p.topic),
+        }
+    }
+
+    fn payload(&self) -> &Bytes {
+        match self {
+            AckHandle::V4(p) => &p.payload,
+            AckHandle::V5(p) => &p.payload,
+        }
+    }
+}
+
+/// The client half, used by the acker and by `stop`.
+#[derive(Clone)]
+pub(super) enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl Client {
+    fn try_ack(&self, msg: &AckHandle) -> bool {
+        match (self, msg) {
+            (Client::V4(c), AckHandle::V4(p)) => c.try_ack(p).is_ok(),
+            (Client::V5(c), AckHandle::V5(p)) => c.try_ack(p).is_ok(),
+            // A message of the other protocol cannot happen; dropping its ack is safe.
+            _ => true,
+        }
+    }
+
+    async fn disconnect(&self) {
+        match self {
+            Client::V4(c) => {
+                let _ = c.disconnect().await;
+            }
+            Client::V5(c) => {
+                let _ = c.disconnect().await;
+            }
+        }
+    }
+}
+
+/// State shared by the tasks of one connection.
+pub(super) struct Shared {
+    pub status: Arc<SourceStatus>,
+    /// Connection generation; see the module docs. Held while bumping + purging and while
+    /// sending an ack.
+    pub generation: Mutex<u64>,
+    /// The acker asks the event loop to drop the connection (after a failed commit).
+    pub reconnect: Notify,
+    /// Set by `stop`: publishes that arrive from now on are neither processed nor acked.
+    pub stopping: AtomicBool,
+    /// Set when the event-loop task has ended: acks can no longer be sent.
+    pub loop_done: AtomicBool,
+}
+
+impl Shared {
+    pub fn generation(&self) -> u64 {
+        self.generation.lock().map(|g| *g).unwrap_or(0)
+    }
+
+    /// Starts a new connection generation, running `purge` (`EventLoop::clean`, which drops
+    /// queued acks) under the same lock that the acker holds while sending an ack.
+    pub fn new_generation(&self, purge: impl FnOnce()) {
+        match self.generation.lock() {
+            Ok(mut g) => {
+                *g += 1;
+                purge();
+            }
+            Err(_) => purge(),
+        }
+    }
+
+    /// Records a lost or refused connection.
+    pub fn on_error(&self, message: &str) {
+        let was_up = self.status.is_connected();
+        self.status.set_connected(false);
+        self.status.set_error(message.to_string(), now_ms());
+        self.status.count_reconnect();
+        if was_up {
+            warn!(connection = %self.status.name, error = %message, "MQTT connection lost; reconnecting");
+        } else {
+            warn!(connection = %self.status.name, error = %message, "MQTT connection failed; retrying");
+        }
+    }
+
+    pub fn on_connected(&self, session_present: bool) {
+        self.status.set_connected(true);
+        info!(
+            connection = %self.status.name,
+            url = %self.status.url,
+            session_present,
+            "MQTT connected"
+        );
+    }
+}
+
+/// Sleeps before a reconnect; `false` if the source is stopped meanwhile.
+pub(super) async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.wait_for(|s| *s) => false,
+    }
+}
+
+/// Bounds of the channels between the tasks.
+pub(super) fn message_capacity(inflight: u16) -> usize {
+    usize::from(inflight).max(16)
+}
+
+/// rumqttc's request channel carries our acks and subscriptions; it must hold at least one
+/// ack per message the broker may have in flight, so that `try_ack` does not fail for room.
+pub(super) fn request_capacity(inflight: u16) -> usize {
+    usize::from(inflight) * 2 + 64
+}
+
+/// Most batches committing at once per connection (they commit in order).
+const ACK_JOBS: usize = 4;
+
+/// Messages taken from the channel at once.
+const RECV_MANY: usize = 1024;
+
+/// How long `stop` waits for committed batches to be acked and the disconnect to be sent.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running broker connection.
+pub struct MqttSource {
+    status: Arc<SourceStatus>,
+    shared: Arc<Shared>,
+    client: Client,
+    stop: watch::Sender<bool>,
+    event_loop: JoinHandle<()>,
+    batcher: JoinHandle<()>,
+    acker: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for MqttSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSource")
+            .field("name", &self.status.name)
+            .field("url", &self.status.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks the settings, reads the password and builds TLS now (so a bad file fails at
+/// startup), then spawns the connection's tasks. Must be called inside a tokio runtime.
+pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSource, MqttError> {
+    let settings = prepare(cfg)?;
+    let status = Arc::new(SourceStatus::new(&settings.cfg.name, &settings.cfg.url));
+    let router = Router::new(&settings.cfg.routes).map_err(|(index, e)| MqttError::Route {
+        name: settings.cfg.name.clone(),
+        index,
+        why: e.to_string(),
+    })?;
+    let shared = Arc::new(Shared {
+        status: status.clone(),
+        generation: Mutex::new(0),
+        reconnect: Notify::new(),
+        stopping: AtomicBool::new(false),
+        loop_done: AtomicBool::new(false),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let (msg_tx, msg_rx) = mpsc::channel(message_capacity(settings.cfg.inflight));
+    let (ack_tx, ack_rx) = mpsc::channel(ACK_JOBS);
+    let backoff = Backoff::new(settings.cfg.reconnect_min.0, settings.cfg.reconnect_max.0);
+    info!(
+        connection = %settings.cfg.name,
+        url = %settings.cfg.url,
+        protocol = ?settings.cfg.protocol,
+        client_id = %settings.cfg.client_id,
+        filters = ?settings.filters,
+        "starting MQTT source"
+    );
+    let decoder = Decoder {
+        source: CompactString::from(format!("mqtt:{}", settings.cfg.name)),
+        router,
+        max_payload: settings.cfg.max_packet_size,
+        status: status.clone(),
+    };
+    let (client, event_loop) = match settings.cfg.protocol {
+        MqttProtocol::V311 => {
+            let (client, eventloop) = super::v4::client(&settings);
+            let task = tokio::spawn(super::v4::run(
+                eventloop,
+                client.clone(),
+                settings.filters.clone(),
+                shared.clone(),
+                msg_tx,
+                backoff,
+                stop_rx.clone(),
+            ));
+            (Client::V4(client), task)
+        }
+        MqttProtocol::V5 => {
+            let (client, eventloop) = super::v5::client(&settings);
+            let task = tokio::spawn(super::v5::run(
+                eventloop,
+                client.clone(),
+                settings.filters.clone(),
+                shared.clone(),
+                msg_tx,
+                backoff,
+                stop_rx.clone(),
+            ));
+            (Client::V5(client), task)
+        }
+    };
+    let batcher = tokio::spawn(run_batcher(
+        decoder,
+        msg_rx,
+        ingest,
+        ack_tx,
+        batch_max.max(1),
+        stop_rx,
+    ));
+    let acker = tokio::spawn(run_acker(shared.clone(), client.clone(), ack_rx));
+    Ok(MqttSource {
+        status,
+        shared,
+        client,
+        stop,
+        event_loop,
+        batcher,
+        acker,
+    })
+}
+
+impl MqttSource {
+    pub fn status(&self) -> Arc<SourceStatus> {
+        self.status.clone()
+    }
+
+    /// Stops pulling messages, lets batches already submitted commit and be acked, then
+    /// disconnects (keeping the persistent session). Bounded in time: whatever is not acked by
+    /// then is redelivered by the broker next time.
+    pub async fn stop(self) {
+        let name = self.status.name.clone();
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+        let mut batcher = self.batcher;
+        if tokio::time::timeout_at(deadline, &mut batcher)
+            .await
+            .is_err()
+        {
+            batcher.abort();
+        }
+        let mut acker = self.acker;
+        if tokio::time::timeout_at(deadline, &mut acker).await.is_err() {
+            warn!(connection = %name, "MQTT stop: committed batches were not all acked in time; the broker will redeliver them");
+            acker.abort();
+        }
+        // Queued behind the acks, so they go out first.
+        let _ = tokio::time::timeout_at(deadline, self.client.disconnect()).await;
+        let mut event_loop = self.event_loop;
+        if tokio::time::timeout_at(deadline, &mut event_loop)
+            .await
+            .is_err()
+        {
+            event_loop.abort();
+        }
+        self.status.set_connected(false);
+        info!(connection = %name, "MQTT source stopped");
+    }
+}
+
+/// Validates what serde cannot and loads the secrets and TLS files.
+pub(super) fn prepare(cfg: MqttConfig) -> Result<Settings, MqttError> {
+    let name = cfg.name.clone();
+    let settings_err = |why: String| MqttError::Settings {
+        name: name.clone(),
+        why,
+    };
+    let (tls_wanted, host, port) = parse_url(&cfg.url).map_err(|why| MqttError::Url {
+        name: name.clone(),
+        url: cfg.url.clone(),
+        why,
+    })?;
+    if cfg.keepalive.0 < Duration::from_secs(5) {
+        return Err(settings_err("keepalive must be at least 5s".into()));
+    }
+    if cfg.client_id.is_empty() {
+        return Err(settings_err("client_id must not be empty".into()));
+    }
+    if cfg.inflight == 0 {
+        return Err(settings_err("inflight must be at least 1".into()));
+    }
+    let password = read_password(&cfg).map_err(|why| MqttError::Password {
+        name: name.clone(),
+        why,
+    })?;
+    let tls = match (tls_wanted, &cfg.tls) {
+        (false, _) => None,
+        (true, t) => {
+            let t = t.clone().unwrap_or_default();
+            Some(
+                tls::client_config(&t, &name).map_err(|source| MqttError::Tls {
+                    name: name.clone(),
+                    source,
+                })?,
+            )
+        }
+    };
+    let router = Router::new(&cfg.routes).map_err(|(index, e)| MqttError::Route {
+        name: name.clone(),
+        index,
+        why: e.to_string(),
+    })?;
+    if cfg.routes.is_empty() {
+        warn!(connection = %name, "MQTT connection has no routes: it subscribes to nothing");
+    }
+    Ok(Settings {
+        transport_limit: transport_limit(cfg.max_packet_size),
+        filters: router.filters(),
+        host,
+        port,
+        tls,
+        password,
+        cfg,
+    })
+}
+
+/// `mqtt://host:port` or `mqtts://host:port` → (tls, host, port).
+pub(super) fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("mqtt://") {
+        (false, r)
+    } else {
+        return Err("the scheme must be mqtt:// or mqtts://".into());
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('@') {
+        return Err("put credentials in username/password_env, not in the url".into());
+    }
+    if rest.contains('/') || rest.contains('?') {
+        return Err("the url must be only scheme://host:port".into());
+    }
+    let no_port = || "a port is required, like mqtt://host:1883".to_string();
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:").ok_or_else(no_port)?,
+        None => match rest.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err("write an IPv6 address in brackets, like mqtt://[::1]:1883".into())
+            }
+            Some(hp) => hp,
+            None => return Err(no_port()),
+        },
+    };
+    if host.is_empty() {
+        return Err("the host is missing".into());
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("invalid port {port:?}"))?;
+    Ok((tls, host.to_string(), port))
+}
+
+/// Reads the password from its env var or file. Never logs it.
+pub(super) fn read_password(cfg: &MqttConfig) -> Result<Option<Secret>, String> {
+    match (&cfg.password_env, &cfg.password_file) {
+        (Some(_), Some(_)) => Err("set password_env or password_file, not both".into()),
+        (Some(var), None) => match std::env::var(var) {
+            Ok(p) => Ok(Some(Secret(p))),
+            Err(std::env::VarError::NotPresent) => {
+                Err(format!("environment variable {var} is not set"))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(format!("environment variable {var} is not valid UTF-8"))
+            }
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Some(Secret(
+                text.strip_suffix('\n')
+                    .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                    .unwrap_or(&text)
+                    .to_string(),
+            ))),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+/// Parses an MQTT 5 user property `ts`: epoch milliseconds or RFC 3339.
+pub(super) fn parse_ts_property(value: &str) -> Option<TimestampMs> {
+    let v = value.trim();
+    if let Ok(ms) = v.parse::<i64>() {
+        return Some(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Turns messages into batch contents.
+pub(super) struct Decoder {
+    pub source: CompactString,
+    pub router: Router,
+    pub max_payload: usize,
+    pub status: Arc<SourceStatus>,
+}
+
+/// How much of an oversize payload is kept in its dead letter.
+const OVERSIZE_RAW_KEEP: usize = 1024;
+
+impl Decoder {
+    fn dead(
+        &self,
+        batch: &mut Batch,
+        received_at: TimestampMs,
+        reason: &'static str,
+        detail: String,
+        raw: Bytes,
+        sensor: Option<&str>,
+    ) {
+        let mut d = DeadLetter::undecodable(&self.source, received_at, reason, detail, raw);
+        d.sensor = sensor.map(CompactString::from);
+        batch.dead_letters.push(d);
+        self.status.count_dead_letter(reason);
+    }
+
+    /// Routes and decodes one message into the batch: readings, or dead letters.
+    pub fn add(&self, batch: &mut Batch, msg: &Message, errors: &mut Vec<CodecError>) {
+        let payload = msg.ack.payload();
+        let received_at = msg.received_at;
+        let topic = match msg.ack.topic() {
+            Ok(t) => t,
+            Err(e) => {
+                return self.dead(
+                    batch,
+                    received_at,
+                    "invalid_topic",
+                    format!("topic is not valid UTF-8: {e}"),
+                    payload.clone(),
+                    None,
+                )
+            }
+        };
+        let Some(route) = self.router.resolve(topic) else {
+            return self.dead(
+                batch,
+                received_at,
+                "no_route",
+                format!("topic {topic:?} matches no route"),
+                payload.clone(),
+                None,
+            );
+        };
+        if payload.len() > self.max_payload {
+            return self.dead(
+                batch,
+                received_at,
+                "payload_too_large",
+                format!(
+                    "topic {topic:?}: payload of {} bytes is larger than max_packet_size ({} bytes); the first {} bytes are kept",
+                    payload.len(),
+                    self.max_payload,
+                    OVERSIZE_RAW_KEEP
+                ),
+                payload.slice(..payload.len().min(OVERSIZE_RAW_KEEP)),
+                route.sensor,
+            );
+        }
+        let index = u32::try_from(batch.payloads.len()).unwrap_or(u32::MAX);
+        let ctx = DecodeContext {
+            received_at,
+            payload: index,
+            sensor: route.sensor,
+            kind: route.kind,
+            metric: route.metric,
+            precision: Default::default(),
+            tags: route.tags.clone(),
+        };
+        let start = batch.readings.len();
+        errors.clear();
+        match codec::decode(
+            route.format.codec(),
+            payload,
+            &ctx,
+            &mut batch.readings,
+            errors,
+        ) {
+            Ok(()) => {
+                batch.payloads.push(payload.clone());
+                for e in errors.drain(..) {
+                    let mut d = DeadLetter::undecodable(
+                        &self.source,
+                        received_at,
+                        e.reason(),
+                        format!("topic {topic:?}: {e}"),
+                        payload.clone(),
+                    );
+                    d.sensor = route.sensor.map(CompactString::from);
+                    batch.dead_letters.push(d);
+                }
+                if let Some(ts) = msg.ts {
+                    apply_ts_property(&mut batch.readings[start..], ts);
+                }
+            }
+            Err(e) => self.dead(
+                batch,
+                received_at,
+                e.reason(),
+                format!("topic {topic:?}: {e}"),
+                payload.clone(),
+                route.sensor,
+            ),
+        }
+    }
+}
+
+/// The publisher's `ts` stamps the readings whose payload carried no time of its own.
+pub(super) fn apply_ts_property(readings: &mut [crate::model::Reading], ts: TimestampMs) {
+    for r in readings {
+        if r.ts_source == TsSource::Received {
+            r.ts = ts;
+            r.ts_source = TsSource::Device;
+        }
+    }
+}
+
+/// A submitted batch and the messages to ack once it is committed.
+struct AckJob {
+    pending: Pending,
+    messages: Vec<Message>,
+}
+
+async fn run_batcher(
+    decoder: Decoder,
+    mut rx: mpsc::Receiver<Message>,
+    ingest: Ingest,
+    acks: mpsc::Sender<AckJob>,
+    batch_max: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf: Vec<Message> = Vec::with_capacity(RECV_MANY);
+    let mut errors = Vec::new();
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            n = rx.recv_many(&mut buf, RECV_MANY) => n,
+        };
+        if n == 0 {
+            break;
+        }
+        let mut batch = new_batch(&decoder.source);
+        let mut messages = Vec::with_capacity(buf.len());
+        for msg in buf.drain(..) {
+            decoder.add(&mut batch, &msg, &mut errors);
+            messages.push(msg);
+            if batch.readings.len() >= batch_max {
+                let full = std::mem::replace(&mut batch, new_batch(&decoder.source));
+                if !flush(&ingest, &acks, full, std::mem::take(&mut messages)).await {
+                    return;
+                }
+            }
+        }
+        if !messages.is_empty() && !flush(&ingest, &acks, batch, messages).await {
+            return;
+        }
+    }
+    debug!(connection = %decoder.status.name, "MQTT batcher stopped");
+}
+
+fn new_batch(source: &CompactString) -> Batch {
+    Batch {
+        source: source.clone(),
+        received_at: now_ms(),
+        ..Batch::default()
+    }
+}
+
+/// Sends one batch to the pipeline and hands its messages to the acker. `false` once the
+/// gateway stops.
+async fn flush(
+    ingest: &Ingest,
+    acks: &mpsc::Sender<AckJob>,
+    batch: Batch,
+    messages: Vec<Message>,
+) -> bool {
+    match ingest.enqueue(batch).await {
+        Ok(pending) => acks.send(AckJob { pending, messages }).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn run_acker(shared: Arc<Shared>, client: Client, mut jobs: mpsc::Receiver<AckJob>) {
+    let name = shared.status.name.clone();
+    while let Some(job) = jobs.recv().await {
+        match job.pending.committed().await {
+            Ok(_) => {
+                let acked = ack_in_order(&shared, &client, &job.messages).await;
+                shared.status.count_acked(acked);
+            }
+            Err(IngestError::Stopped) => break,
+            Err(e) => {
+                let msg = format!(
+                    "commit failed, {} messages not acked (the broker will redeliver them): {}",
+                    job.messages.len(),
+                    error_chain(&e)
+                );
+                error!(connection = %name, error = %msg, "MQTT batch not committed");
+                shared.status.set_error(msg, now_ms());
+                // Unacked messages come back only with a new connection.
+                shared.reconnect.notify_one();
+            }
+        }
+    }
+    debug!(connection = %name, "MQTT acker stopped");
+}
+
+/// Acks the messages in arrival order; returns how many acks were sent.
+async fn ack_in_order(shared: &Shared, client: &Client, messages: &[Message]) -> u64 {
+    let mut sent = 0;
+    for msg in messages {
+        loop {
+            {
+                let Ok(generation) = shared.generation.lock() else {
+                    return sent;
+                };
+                if *generation != msg.generation {
+                    // Its connection is gone; the broker redelivers it.
+                    break;
+                }
+                if client.try_ack(&msg.ack) {
+                    sent += 1;
+                    break;
+                }
+            }
+            if shared.loop_done.load(Ordering::SeqCst) {
+                return sent;
+            }
+            // The request channel is full (it is sized for the in-flight window, so this is
+            // rare): give the event loop a moment to drain it.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    sent
+}
+
+/// Makes a connection error readable: TLS causes and CONNACK codes in plain words.
+pub(super) fn describe_io(e: &std::io::Error) -> String {
+    if let Some(inner) = e.get_ref() {
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return format!("TLS: {tls}");
+        }
+    }
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => format!("connection refused: {e}"),
+        _ => format!("I/O: {e}"),
+    }
+}
+
+pub(super) fn describe_tls(e: &rumqttc::TlsError) -> String {
+    match e {
+        rumqttc::TlsError::Io(io) => match describe_io(io) {
+            s if s.starts_with("TLS: ") => s,
+            s => format!("TLS: {s}"),
+        },
+        other => format!("TLS: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dur;
+    use crate::model::Reading;
+    use crate::sources::mqtt::config::{RouteConfig, RouteFormat};
+    use std::collections::BTreeMap;
+
+    fn config(routes: Vec<RouteConfig>) -> MqttConfig {
+        let mut cfg: MqttConfig = serde_json::from_value(serde_json::json!({
+            "name": "t",
+            "url": "mqtt://127.0.0.1:1883",
+        }))
+        .expect("minimal config");
+        cfg.routes = routes;
+        cfg
+    }
+
+    fn route(topic: &str, format: RouteFormat) -> RouteConfig {
+        RouteConfig {
+            topic: topic.into(),
+            subscribe: None,
+            kind: None,
+            format,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn decoder(max_payload: usize) -> Decoder {
+        let routes = vec![
+            route("city/{district}/{kind}/{sensor}", RouteFormat::Json),
+            route(
+                "city/{district}/{kind}/{sensor}/value/{metric}",
+                RouteFormat::Value,
+            ),
+        ];
+        Decoder {
+            source: "mqtt:t".into(),
+            router: Router::new(&routes).expect("routes"),
+            max_payload,
+            status: Arc::new(SourceStatus::new("t", "mqtt://x:1")),
+        }
+    }
+
+    fn msg(topic: &str, payload: &str, ts: Option<TimestampMs>) -> Message {
+        let p = rumqttc::v5::mqttbytes::v5::Publish::new(
+            topic,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            Bytes::from(payload.to_string()),
+            None,
+        );
+        Message {
+            ack: AckHandle::V5(p),
+            received_at: 1_000,
+            generation: 0,
+            ts,
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("mqtt://localhost:1883"),
+            Ok((false, "localhost".into(), 1883))
+        );
+        assert_eq!(
+            parse_url("mqtts://broker.example:8883/"),
+            Ok((true, "broker.example".into(), 8883))
+        );
+        assert_eq!(
+            parse_url("mqtt://[::1]:1883"),
+            Ok((false, "::1".into(), 1883))
+        );
+        assert!(parse_url("tcp://localhost:1883").is_err());
+        assert!(parse_url("mqtt://localhost").is_err());
+        assert!(parse_url("mqtt://:1883").is_err());
+        assert!(parse_url("mqtt://h:0").is_err());
+        assert!(parse_url("mqtt://h:99999").is_err());
+        assert!(parse_url("mqtt://user:pw@h:1883").is_err());
+        assert!(parse_url("mqtt://h:1883/path").is_err());
+    }
+
+    #[test]
+    fn ts_property_epoch_ms_or_rfc3339() {
+        assert_eq!(parse_ts_property("1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(
+            parse_ts_property("2023-11-14T22:13:20.123Z"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_ts_property("2023-11-15T06:13:20.123+08:00"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(parse_ts_property("yesterday"), None);
+    }
+
+    #[test]
+    fn ts_property_stamps_only_readings_without_a_payload_time() {
+        let mut a = Reading::new("s", "noise", "laeq", 50.0, 5);
+        a.ts_source = TsSource::Received;
+        let b = Reading::new("s", "noise", "laeq", 51.0, 7);
+        let mut rs = vec![a, b];
+        apply_ts_property(&mut rs, 1_000);
+        assert_eq!((rs[0].ts, rs[0].ts_source), (1_000, TsSource::Device));
+        assert_eq!((rs[1].ts, rs[1].ts_source), (7, TsSource::Device));
+    }
+
+    #[test]
+    fn decoder_fills_readings_from_the_topic_and_the_ts_property() {
+        let d = decoder(1024);
+        let mut batch = new_batch(&d.source);
+        let mut errors = Vec::new();
+        d.add(
+            &mut batch,
+            &msg(
+                "city/east/noise/nz-1/value/laeq",
+                "61.5",
+                Some(1_700_000_000_000),
+            ),
+            &mut errors,
+        );
+        d.add(
+            &mut batch,
+            &msg("city/east/noise/nz-2/value/laeq", "62.5", None),
+            &mut errors,
+        );
+        assert_eq!(batch.readings.len(), 2);
+        let r = &batch.readings[0];
+        assert_eq!(
+            (
+                r.sensor.as_str(),
+                r.kind.as_str(),
+                r.metric.as_str(),
+                r.value
+            ),
+            ("nz-1", "noise", "laeq", 61.5)
+        );
+        assert_eq!((r.ts, r.ts_source), (1_700_000_000_000, TsSource::Device));
+        let tags: Vec<(String, String)> = r
+            .tags
+            .as_ref()
+            .expect("tags")
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(tags, vec![("district".to_string(), "east".to_string())]);
+        let r = &batch.readings[1];
+        assert_eq!(
+            (r.ts, r.ts_source, r.payload),
+            (1_000, TsSource::Received, 1)
+        );
+        assert_eq!(batch.payloads.len(), 2);
+        assert!(batch.dead_letters.is_empty());
+    }
+
+    #[test]
+    fn decoder_dead_letters_no_route_oversize_and_garbage() {
+        let d = decoder(16);
+        let mut batch = new_batch(&d.source);
+        let mut errors = Vec::new();
+        d.add(&mut batch, &msg("elsewhere/x", "1", None), &mut errors);
+        d.add(
+            &mut batch,
+            &msg("city/east/noise/nz-1", &"x".repeat(2000), None),
+            &mut errors,
+        );
+        d.add(
+            &mut batch,
+            &msg("city/east/noise/nz-1", "{not json", None),
+            &mut errors,
+        );
+        assert!(batch.readings.is_empty());
+        let got: Vec<(&str, Option<&str>, usize)> = batch
+            .dead_letters
+            .iter()
+            .map(|d| (d.reason, d.sensor.as_deref(), d.raw.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("no_route", None, 1),
+                ("payload_too_large", Some("nz-1"), 1024),
+                ("invalid_json", Some("nz-1"), 9)
+            ]
+        );
+        assert_eq!(
+            batch.dead_letters[0].detail,
+            "topic \"elsewhere/x\" matches no route"
+        );
+        assert_eq!(batch.dead_letters[0].source, "mqtt:t");
+        let s = d.status.snapshot();
+        assert_eq!((s.dead_lettered, s.no_route), (3, 1));
+    }
+
+    #[test]
+    fn password_from_file_drops_the_trailing_newline_and_never_debugs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let mut cfg = config(vec![]);
+        cfg.username = Some("gw".into());
+        cfg.password_file = Some(path);
+        let pw = read_password(&cfg).expect("readable").expect("some");
+        assert_eq!(pw.0, "s3cret");
+        assert!(!format!("{pw:?}").contains("s3cret"));
+        cfg.password_file = Some(dir.path().join("missing"));
+        assert!(read_password(&cfg)
+            .expect_err("missing file")
+            .starts_with("cannot read "));
+    }
+
+    #[test]
+    fn prepare_rejects_short_keepalive_and_bad_url() {
+        let mut cfg = config(vec![]);
+        cfg.keepalive = Dur::secs(1);
+        assert_eq!(
+            prepare(cfg).map(|_| ()).map_err(|e| e.to_string()),
+            Err("mqtt[t]: keepalive must be at least 5s".to_string())
+        );
+        let mut cfg = config(vec![]);
+        cfg.url = "http://x:1".into();
+        assert!(prepare(cfg).is_err());
+    }
+
+    #[test]
+    fn transport_limit_is_far_above_the_payload_limit() {
+        assert_eq!(transport_limit(256 * 1024), 16 * 1024 * 1024);
+        assert_eq!(transport_limit(8 * 1024 * 1024), 32 * 1024 * 1024);
+    }
+}
