@@ -202,12 +202,18 @@ pub struct Gateway {
     http: tokio::task::JoinHandle<()>,
     pipeline: tokio::task::JoinHandle<()>,
     store: std::thread::JoinHandle<()>,
+    broker: Option<crate::broker::EmbeddedBroker>,
 }
 
 impl Gateway {
     /// Opens the store, restores alert state, and starts serving. With `listener` the caller
     /// picks the socket (tests bind port 0); otherwise `http.listen` is bound.
     pub async fn start(config: Config, listener: Option<TcpListener>) -> anyhow::Result<Gateway> {
+        // The embedded broker comes first: the MQTT sources connect to it, at the address it
+        // actually bound (port 0 picks one).
+        let mut config = config;
+        let broker = crate::broker::start_configured(&mut config)?;
+
         let config = Arc::new(config);
         // Install the recorder before anything counts, or early counts go nowhere.
         telemetry::metrics_handle();
@@ -328,7 +334,13 @@ impl Gateway {
             http,
             pipeline,
             store,
+            broker,
         })
+    }
+
+    /// The embedded MQTT broker, if `[broker] enabled`.
+    pub fn broker(&self) -> Option<&crate::broker::EmbeddedBroker> {
+        self.broker.as_ref()
     }
 
     pub fn addr(&self) -> SocketAddr {

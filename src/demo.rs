@@ -4,21 +4,25 @@
 //! `citygate-sim` library) with scripted incidents, so that alerts of every severity show up
 //! on the console within the first minute. Its sensors are written into a config overlay, so
 //! they go through the same validation as a user's config.
+//!
+//! The fleet publishes over real MQTT (QoS 1) to the embedded broker, on the topics of the
+//! default routes, `city/<district>/<kind>/<sensor>`, and the gateway consumes them through
+//! its ordinary `[[mqtt]]` connection: the demo exercises the same path as a field device.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use anyhow::Context;
-use bytes::Bytes;
 use citygate_sim::{Fleet, FleetConfig, SimSensor};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tracing::{info, warn};
 
-use crate::app::{now_ms, Gateway, Ingest};
-use crate::codec::{self, DecodeContext, Format};
+use crate::app::{now_ms, Gateway};
 use crate::config::{self, Config, Source};
-use crate::model::{Batch, DeadLetter};
 
 /// Options of `citygate demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,6 +51,10 @@ pub struct DemoArgs {
     /// HTTP address to listen on (overrides http.listen).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Address of the embedded MQTT broker (overrides broker.listen; port 0 picks a free
+    /// port). The `[[mqtt]]` connection that pointed at broker.listen follows it.
+    #[arg(long)]
+    pub broker_listen: Option<SocketAddr>,
 }
 
 /// `citygate run`: serve until SIGINT or SIGTERM, then drain and stop.
@@ -76,14 +84,32 @@ pub async fn run(args: DemoArgs, user_files: Vec<PathBuf>) -> anyhow::Result<()>
     if let Some(listen) = args.listen {
         config.http.listen = listen;
     }
+    if let Some(listen) = args.broker_listen {
+        crate::broker::retarget(&mut config.mqtt, config.broker.listen, listen);
+        config.broker.listen = listen;
+    }
     if !args.keep_data {
         fresh_store(&config.sqlite_path())?;
     }
+    let external = external_broker(&config);
     let gateway = Gateway::start(config, None).await?;
-    banner(&gateway, &fleet);
+    let broker = match (gateway.broker(), external) {
+        (Some(b), _) => BrokerTarget {
+            addr: b.addr(),
+            embedded: true,
+        },
+        (None, Some(addr)) => BrokerTarget {
+            addr,
+            embedded: false,
+        },
+        (None, None) => anyhow::bail!(
+            "the demo publishes over MQTT and needs a broker: set broker.enabled = true, or \
+             point an [[mqtt]] connection at an external broker (mqtt://host:port)"
+        ),
+    };
+    banner(&gateway, &fleet, &broker);
 
-    let ingest = gateway.ingest();
-    let feeder = tokio::spawn(feed(fleet, ingest));
+    let feeder = tokio::spawn(publish_fleet(fleet, broker.addr));
     match args.duration_s {
         Some(s) => {
             tokio::select! {
@@ -113,15 +139,48 @@ fn fresh_store(db: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn banner(gateway: &Gateway, fleet: &Fleet) {
+/// Where the demo fleet publishes.
+struct BrokerTarget {
+    addr: SocketAddr,
+    embedded: bool,
+}
+
+/// The first `[[mqtt]]` connection to a plain `mqtt://host:port`, for a demo whose embedded
+/// broker is turned off.
+fn external_broker(config: &Config) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    config.mqtt.iter().find_map(|c| {
+        let rest = c.url.strip_prefix("mqtt://")?;
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        rest[..end].to_socket_addrs().ok()?.next()
+    })
+}
+
+fn banner(gateway: &Gateway, fleet: &Fleet, broker: &BrokerTarget) {
     let addr = gateway.addr();
     let kinds: std::collections::BTreeSet<&str> = fleet.sensors().iter().map(|s| s.kind).collect();
     println!(
-        "citygate demo: {} simulated sensors of {} kinds, with scripted incidents",
+        "citygate demo: {} simulated sensors of {} kinds, with scripted incidents, publishing \
+         over MQTT",
         fleet.sensors().len(),
         kinds.len()
     );
     println!("  SQLite store : {}", gateway.db_path().display());
+    let (host, port) = (broker.addr.ip(), broker.addr.port());
+    println!(
+        "  MQTT broker  : mqtt://{} ({}, MQTT 3.1.1); topics city/<district>/<kind>/<sensor>",
+        broker.addr,
+        if broker.embedded {
+            "embedded"
+        } else {
+            "external"
+        }
+    );
+    println!("    mosquitto_sub -h {host} -p {port} -t 'city/#' -v");
+    println!(
+        "    mosquitto_pub -h {host} -p {port} -q 1 -t 'city/清城区/noise/ns-test-01' \
+         -m '{{\"laeq\": 58.2}}'"
+    );
     println!("  HTTP API     : http://{addr}");
     println!("    curl -s http://{addr}/api/v1/alerts");
     println!("    curl -s 'http://{addr}/api/v1/readings?sensor=rf-qc-01&limit=5'");
@@ -130,54 +189,82 @@ fn banner(gateway: &Gateway, fleet: &Fleet) {
     println!();
 }
 
-/// Publishes the fleet's reports into the pipeline, one batch per tick, as real payloads
-/// through the JSON codec.
-async fn feed(mut fleet: Fleet, ingest: Ingest) {
+/// Publishes the fleet's reports to the broker with QoS 1, one MQTT message per report, on
+/// `city/<district>/<kind>/<sensor>`. The district level is the sensor's Chinese district
+/// name, the same value as the `district` tag in its payload, so the tag the route takes
+/// from the topic agrees with the payload's.
+async fn publish_fleet(mut fleet: Fleet, broker: SocketAddr) {
+    let topics: HashMap<String, String> = fleet
+        .sensors()
+        .iter()
+        .map(|s| (s.id.clone(), topic_of(s)))
+        .collect();
+    let mut opts = MqttOptions::new(
+        "citygate-demo-fleet",
+        broker.ip().to_string(),
+        broker.port(),
+    );
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(256 * 1024, 256 * 1024);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    // The event loop runs in its own task and is never awaited from the publishing side
+    // (rumqtt#1025); rumqttc reconnects on the next poll after an error.
+    let _events = AbortOnDrop(tokio::spawn(async move {
+        let mut connected = false;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => connected = true,
+                Ok(_) => {}
+                Err(e) => {
+                    if connected {
+                        warn!(error = %e, "the demo fleet lost its MQTT connection; retrying");
+                    }
+                    connected = false;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }));
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = now_ms();
-        let messages = fleet.tick(now);
-        if messages.is_empty() {
-            continue;
-        }
-        let mut batch = Batch {
-            source: "demo".into(),
-            received_at: now,
-            ..Batch::default()
-        };
-        for m in messages {
-            let payload = Bytes::from(m.payload);
-            let ctx = DecodeContext {
-                received_at: now,
-                payload: batch.payloads.len() as u32,
-                ..DecodeContext::default()
+        for m in fleet.tick(now_ms()) {
+            let topic = match topics.get(&m.sensor) {
+                Some(t) => t.clone(),
+                None => format!("city/unknown/{}/{}", m.kind, m.sensor),
             };
-            let mut errors = Vec::new();
-            let result = codec::decode(
-                Format::Json,
-                &payload,
-                &ctx,
-                &mut batch.readings,
-                &mut errors,
-            );
-            for e in errors.iter().chain(result.as_ref().err()) {
-                batch.dead_letters.push(DeadLetter::undecodable(
-                    "demo",
-                    now,
-                    e.reason(),
-                    e.to_string(),
-                    payload.clone(),
-                ));
+            if client
+                .publish(topic, QoS::AtLeastOnce, false, m.payload.into_bytes())
+                .await
+                .is_err()
+            {
+                warn!("the demo fleet's MQTT client stopped");
+                return;
             }
-            batch.payloads.push(payload);
-        }
-        if ingest.send(batch).await.is_err() {
-            warn!("the pipeline stopped; the demo fleet stops");
-            return;
         }
     }
+}
+
+/// Stops the event-loop task when the publisher stops or is aborted.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn topic_of(s: &SimSensor) -> String {
+    let district = s
+        .tags
+        .iter()
+        .find(|(k, _)| k == "district")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("unknown");
+    // A topic level must not contain the separator or a wildcard.
+    let level = |v: &str| v.replace(['/', '+', '#'], "_");
+    format!("city/{}/{}/{}", level(district), s.kind, level(&s.id))
 }
 
 /// The demo's config overlay: short flat-line and deadman times so that incidents show
@@ -294,6 +381,7 @@ mod tests {
             data_dir: "data/demo".into(),
             keep_data: false,
             listen: None,
+            broker_listen: None,
         };
         let sources = [Source::Text {
             name: "demo".into(),

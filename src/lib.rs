@@ -11,10 +11,12 @@
 //! - [`pipeline`]: pure synchronous validation, rules and the alert lifecycle; no I/O.
 //! - [`sinks`]: where readings, alerts and dead letters are committed (SQLite today).
 //! - [`http`]: the axum API: ingest, queries, health.
+//! - [`broker`]: the embedded MQTT broker (rumqttd), feature `embedded-broker`.
 //! - [`app`]: wiring: sources → pipeline → store, with bounded channels and commit acks.
 //! - [`demo`]: the default run with a simulated fleet.
 
 pub mod app;
+pub mod broker;
 pub mod catalog;
 pub mod codec;
 pub mod config;

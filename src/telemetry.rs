@@ -23,10 +23,13 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Logs to stderr; `RUST_LOG` filters, `info` by default. Safe to call more than once.
+/// Logs to stderr; `RUST_LOG` filters, `info` (rumqttd: off) by default. Safe to call more than once.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The embedded broker (rumqttd) logs every connection at info and a device's normal
+        // disconnect as an error: noise for a broker of devices. citygate reports its start
+        // and the [[mqtt]] connections' state itself; `RUST_LOG=info,rumqttd=info` shows it.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,6 +1,7 @@
 //! The README's first command: `citygate demo` runs the binary with the simulated fleet, and
 //! within its first minute alerts of every severity appear on the console and readings of
-//! every kind are in its SQLite store.
+//! every kind are in its SQLite store. The fleet publishes over MQTT to the embedded broker
+//! and the gateway consumes from it, so this runs the whole MQTT path.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -14,6 +15,8 @@ fn demo_raises_every_severity_within_a_minute_and_stores_every_kind() {
             "--duration-s",
             "60",
             "--listen",
+            "127.0.0.1:0",
+            "--broker-listen",
             "127.0.0.1:0",
             "--data-dir",
         ])
@@ -31,6 +34,11 @@ fn demo_raises_every_severity_within_a_minute_and_stores_every_kind() {
     assert!(
         stdout.contains("HTTP API     : http://127.0.0.1:"),
         "the demo says where its API is:\n{stdout}"
+    );
+
+    assert!(
+        stdout.contains("MQTT broker  : mqtt://127.0.0.1:"),
+        "the demo says where its broker is:\n{stdout}"
     );
 
     let severities: BTreeSet<&str> = stdout

@@ -167,16 +167,23 @@ fn default_format() -> RouteFormat {
 pub struct BrokerConfig {
     /// Run the embedded broker. Turn it off when an external broker is used.
     pub enabled: bool,
-    /// Address the embedded broker listens on.
+    /// Address the embedded broker serves MQTT 3.1.1 on. Port 0 picks a free port.
     pub listen: std::net::SocketAddr,
+    /// Address it serves MQTT 5 on; unset: no MQTT 5 listener. rumqttd serves one protocol
+    /// per port, so this must differ from `listen`.
+    #[serde(default)]
+    pub listen_v5: Option<std::net::SocketAddr>,
     /// Most client connections.
     pub max_connections: usize,
-    /// Largest payload the embedded broker accepts, in bytes.
+    /// Largest packet the embedded broker accepts from a client, in bytes.
     pub max_payload_size: usize,
     /// Most unacknowledged messages in flight per client.
     pub max_inflight: u16,
-    /// Memory bound of the broker's router: size of one log segment, in bytes...
+    /// Memory bound of the broker's router: each subscription filter keeps its messages in a
+    /// log of at most `max_segment_count` segments of `max_segment_size` bytes (payload and
+    /// topic; at least 1024), dropping the oldest segment when full. A subscriber that falls
+    /// further behind than that skips what was dropped.
     pub max_segment_size: usize,
-    /// ...and how many segments a topic keeps.
+    /// How many segments each filter's log keeps (at least 1).
     pub max_segment_count: usize,
 }
