@@ -101,17 +101,21 @@ async fn check_stored(g: &citygate::app::Gateway, t: i64, expected_points: i64) 
         ),
         1
     );
-    // the {district} placeholder became a tag of the sensor
-    let tags = |id: &str| -> serde_json::Value {
+    // the {district} placeholder became a tag of the sensor (stored as [key, value] pairs)
+    let district = |id: &str| -> Option<String> {
         let conn = rusqlite::Connection::open(&db).expect("open db");
         let text: String = conn
             .query_row("SELECT tags FROM sensors WHERE id = ?1", [id], |r| r.get(0))
             .unwrap_or_else(|e| panic!("sensor {id} is registered: {e}"));
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("tags of {id} are JSON ({e}): {text}"))
+        let pairs: Vec<(String, String)> = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("tags of {id} are [key, value] pairs ({e}): {text}"));
+        pairs
+            .into_iter()
+            .find(|(k, _)| k == "district")
+            .map(|(_, v)| v)
     };
-    assert_eq!(tags("wq-0042")["district"], "qingxin");
-    assert_eq!(tags("em-01")["district"], "qingcheng");
+    assert_eq!(district("wq-0042").as_deref(), Some("qingxin"));
+    assert_eq!(district("em-01").as_deref(), Some("qingcheng"));
 
     let api = Api::new(g);
     let (_, alerts) = api.get("/api/v1/alerts?state=active").await;
