@@ -18,7 +18,7 @@ async fn embedded_broker_with_mosquitto_pub() {
         mqtt_section(
             "embedded",
             &format!("mqtt://127.0.0.1:{port}"),
-            Proto::V5,
+            Proto::V311,
             ""
         )
     );

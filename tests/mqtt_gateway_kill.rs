@@ -44,11 +44,14 @@ async fn gateway_kill(proto: Proto) {
     gw.start_again();
     gw.wait_ready().await;
     let n = wait_for_count(&db, READINGS, 2 * N as i64, STORE_DEADLINE).await;
+    let (_, health) = api.get("/health").await;
     assert_eq!(
         n,
         2 * N as i64,
-        "points stored (2 per message; {stored_at_kill} when killed)\ngateway log:\n{}",
-        gw.log()
+        "points stored (2 per message; {stored_at_kill} when killed); dead letters {:?}\n/health: {health}\ngateway log:\n{}\nbroker log:\n{}",
+        common::dead_letter_reasons(&db),
+        gw.log(),
+        broker.log()
     );
     assert_eq!(
         count(

@@ -11,6 +11,7 @@ use super::Api;
 
 pub struct GatewayProcess {
     child: Option<Child>,
+    base: PathBuf,
     config: PathBuf,
     log: PathBuf,
     env: Vec<(String, String)>,
@@ -28,10 +29,15 @@ impl GatewayProcess {
             "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
             dir.display().to_string()
         );
+        // Two files, as two layers: `mqtt = []` in the first clears the built-in connection,
+        // and the overlay's `[[mqtt]]` (in one file they would clash) replaces it.
+        let base_file = dir.join("citygate-test-base.toml");
+        std::fs::write(&base_file, base).expect("write config");
         let config = dir.join("citygate-test.toml");
-        std::fs::write(&config, format!("{base}\n{overlay}")).expect("write config");
+        std::fs::write(&config, overlay).expect("write config");
         let mut g = GatewayProcess {
             child: None,
+            base: base_file,
             config,
             log: dir.join("gateway.log"),
             env: env
@@ -53,6 +59,8 @@ impl GatewayProcess {
             .expect("open gateway log");
         let child = Command::new(env!("CARGO_BIN_EXE_citygate"))
             .arg("run")
+            .arg("-c")
+            .arg(&self.base)
             .arg("-c")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
