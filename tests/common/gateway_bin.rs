@@ -1,0 +1,137 @@
+//! The gateway binary as a child process (`citygate run -c <file>`), for what only a real
+//! process can show: `kill -9`, and what it writes to its log.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::mosquitto::free_port;
+use super::Api;
+
+pub struct GatewayProcess {
+    child: Option<Child>,
+    base: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+    pub http_port: u16,
+    pub db: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Writes a config into `dir` (data there, HTTP on a free port, no embedded broker,
+    /// `overlay` after that) and starts the binary with `env` added to its environment.
+    /// Its stderr (the log) is appended to `dir/gateway.log` across restarts.
+    pub fn start(dir: &Path, overlay: &str, env: &[(&str, &str)]) -> GatewayProcess {
+        let http_port = free_port();
+        let base = format!(
+            "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            dir.display().to_string()
+        );
+        // Two files, as two layers: `mqtt = []` in the first clears the built-in connection,
+        // and the overlay's `[[mqtt]]` (in one file they would clash) replaces it.
+        let base_file = dir.join("citygate-test-base.toml");
+        std::fs::write(&base_file, base).expect("write config");
+        let config = dir.join("citygate-test.toml");
+        std::fs::write(&config, overlay).expect("write config");
+        let mut g = GatewayProcess {
+            child: None,
+            base: base_file,
+            config,
+            log: dir.join("gateway.log"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            http_port,
+            db: dir.join("citygate.db"),
+        };
+        g.spawn();
+        g
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open gateway log");
+        let child = Command::new(env!("CARGO_BIN_EXE_citygate"))
+            .arg("run")
+            .arg("-c")
+            .arg(&self.base)
+            .arg("-c")
+            .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the citygate binary");
+        self.child = Some(child);
+    }
+
+    pub fn api(&self) -> Api {
+        Api::at(format!("127.0.0.1:{}", self.http_port))
+    }
+
+    /// Waits until `/health` answers (a failure guard: panics after a minute, with the log).
+    pub async fn wait_ready(&mut self) {
+        let api = self.api();
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = api.client.get(format!("{}/health", api.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("the gateway exited ({status}); log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < until,
+                "the gateway did not answer /health; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: no chance to flush or say goodbye to the broker.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean shutdown.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the binary again with the same config and data.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the gateway is still running");
+        self.spawn();
+    }
+
+    /// Everything the gateway wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,289 @@
+//! A real mosquitto broker for tests: a free port, a temporary directory with its config,
+//! persistence and log, optional TLS and password file; `restart()` keeps the port and the
+//! persisted sessions; it is stopped when dropped.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const NOT_INSTALLED: &str = "mosquitto is not installed: run scripts/test (it installs it) or apt-get install mosquitto mosquitto-clients";
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, as PEM files on disk.
+pub struct TestPki {
+    _dir: TempDir,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// A second CA that signed nothing here: the "wrong CA" for a client.
+    pub other_ca_file: PathBuf,
+}
+
+impl TestPki {
+    pub fn generate() -> TestPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+            let key = KeyPair::generate().expect("CA key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let cert = params.self_signed(&key).expect("CA self-signed");
+            (cert.pem(), Issuer::new(params, key))
+        }
+        let dir = tempfile::tempdir().expect("tempdir for certificates");
+        let (ca_pem, issuer) = ca("citygate test CA");
+        let (other_pem, _) = ca("unrelated test CA");
+        let key = KeyPair::generate().expect("server key");
+        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let cert = params.signed_by(&key, &issuer).expect("server cert");
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write PEM");
+            p
+        };
+        TestPki {
+            ca_file: write("ca.pem", &ca_pem),
+            cert_file: write("server.pem", &cert.pem()),
+            key_file: write("server.key", &key.serialize_pem()),
+            other_ca_file: write("other-ca.pem", &other_pem),
+            _dir: dir,
+        }
+    }
+}
+
+/// What the broker is started with.
+#[derive(Default, Clone)]
+pub struct MosquittoOptions {
+    /// Adds a TLS listener with these files (server cert + key, CA).
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// Users (name, password); when non-empty anonymous clients are refused.
+    pub users: Vec<(String, String)>,
+    /// `max_inflight_messages` per client (mosquitto's default is 20).
+    pub max_inflight: Option<u16>,
+}
+
+impl MosquittoOptions {
+    pub fn with_tls(mut self, pki: &TestPki) -> Self {
+        self.tls = Some((
+            pki.cert_file.clone(),
+            pki.key_file.clone(),
+            pki.ca_file.clone(),
+        ));
+        self
+    }
+
+    pub fn with_user(mut self, name: &str, password: &str) -> Self {
+        self.users.push((name.into(), password.into()));
+        self
+    }
+}
+
+pub struct Mosquitto {
+    dir: TempDir,
+    port: u16,
+    tls_port: Option<u16>,
+    child: Option<Child>,
+}
+
+/// A port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn mosquitto_bin() -> PathBuf {
+    for p in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    match Command::new("mosquitto").arg("-h").output() {
+        Ok(_) => PathBuf::from("mosquitto"),
+        Err(_) => panic!("{NOT_INSTALLED}"),
+    }
+}
+
+/// Panics with the install hint when the mosquitto command-line clients are missing.
+pub fn require_clients() {
+    if Command::new("mosquitto_pub")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        panic!("{NOT_INSTALLED}");
+    }
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_with(MosquittoOptions::default())
+    }
+
+    pub fn start_with(opts: MosquittoOptions) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir for mosquitto");
+        let port = free_port();
+        let tls_port = opts.tls.as_ref().map(|_| free_port());
+        let mut conf = format!(
+            "per_listener_settings false\n\
+             user root\n\
+             persistence true\n\
+             persistence_location {dir}/\n\
+             persistence_file mosquitto.db\n\
+             autosave_interval 1\n\
+             max_queued_messages 0\n\
+             max_inflight_messages {inflight}\n\
+             log_dest file {dir}/mosquitto.log\n\
+             log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+             connection_messages true\n\
+             listener {port} 127.0.0.1\n",
+            dir = dir.path().display(),
+            inflight = opts.max_inflight.unwrap_or(20),
+        );
+        if let (Some((cert, key, ca)), Some(tls_port)) = (&opts.tls, tls_port) {
+            conf.push_str(&format!(
+                "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ));
+        }
+        if opts.users.is_empty() {
+            conf.push_str("allow_anonymous true\n");
+        } else {
+            let pw = dir.path().join("passwd");
+            std::fs::File::create(&pw).expect("create password file");
+            for (user, pass) in &opts.users {
+                let status = Command::new("mosquitto_passwd")
+                    .arg("-b")
+                    .arg(&pw)
+                    .arg(user)
+                    .arg(pass)
+                    .status()
+                    .unwrap_or_else(|_| panic!("{NOT_INSTALLED}"));
+                assert!(status.success(), "mosquitto_passwd failed");
+            }
+            conf.push_str(&format!(
+                "allow_anonymous false\npassword_file {}\n",
+                pw.display()
+            ));
+        }
+        let mut f = std::fs::File::create(dir.path().join("mosquitto.conf")).expect("conf");
+        f.write_all(conf.as_bytes()).expect("write conf");
+        let mut m = Mosquitto {
+            dir,
+            port,
+            tls_port,
+            child: None,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{NOT_INSTALLED} ({e})"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
+        for port in ports {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    panic!(
+                        "mosquitto exited ({status}) before listening on {port}; log:\n{}",
+                        self.log()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "mosquitto did not listen on {port}; log:\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mqtt://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// `mqtts://localhost:<tls port>` (the certificate names localhost and 127.0.0.1).
+    pub fn tls_url(&self) -> String {
+        format!(
+            "mqtts://localhost:{}",
+            self.tls_port.expect("broker started without TLS")
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    fn signal(&mut self, sig: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM: mosquitto saves its persistence file, then exits.
+    pub fn stop(&mut self) {
+        self.signal("-TERM");
+    }
+
+    /// SIGKILL: whatever was not autosaved (every second) is gone.
+    pub fn kill(&mut self) {
+        self.signal("-KILL");
+    }
+
+    /// Starts the broker again on the same ports with the same persistence.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "broker is still running");
+        self.spawn();
+    }
+
+    /// SIGTERM, then start again on the same port with its persisted sessions.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
