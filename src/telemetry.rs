@@ -23,7 +23,7 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Logs to stderr; `RUST_LOG` filters, `info` (rumqttd: off) by default. Safe to call more than once.
+/// Logs to stderr; `RUST_LOG` filters, `info` by default. Safe to call more than once.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // The embedded broker (rumqttd) logs every connection at info and a device's normal
