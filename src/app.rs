@@ -268,6 +268,7 @@ impl Gateway {
         let (store_tx, store_rx) = mpsc::channel(cap);
         let store_cfg = StoreThread {
             raw_max: config.sqlite.dead_letter_raw_max,
+            store_readings: config.sqlite.store_readings,
             console: config.alerts.console,
             tz: catalog.timezone,
         };
@@ -477,6 +478,8 @@ const GROUP_MAX: usize = 64;
 
 struct StoreThread {
     raw_max: usize,
+    /// Off: readings are not written (the null sink); alerts and dead letters still are.
+    store_readings: bool,
     console: bool,
     tz: chrono_tz::Tz,
 }
@@ -569,6 +572,26 @@ impl StoreThread {
         }
     }
 
+    fn commit(
+        &self,
+        store: &mut SqliteStore,
+        out: &Output,
+    ) -> Result<(), crate::sinks::sqlite::StoreError> {
+        if self.store_readings {
+            commit_output(store, out, self.raw_max)
+        } else {
+            let without_readings = Output {
+                accepted: Vec::new(),
+                dead_letters: out.dead_letters.clone(),
+                events: out.events.clone(),
+                alerts: out.alerts.clone(),
+                new_sensors: out.new_sensors.clone(),
+                stats: Default::default(),
+            };
+            commit_output(store, &without_readings, self.raw_max)
+        }
+    }
+
     fn commit_group(
         &self,
         store: &mut SqliteStore,
@@ -576,7 +599,7 @@ impl StoreThread {
         done: Vec<(Box<Output>, CompactString, Reply)>,
     ) {
         let started = Instant::now();
-        let mut result = commit_output(store, merged, self.raw_max);
+        let mut result = self.commit(store, merged);
         // The pipeline's state (duplicate checks, windows, alerts) already counts this output
         // as done, so giving up on a commit that may still succeed would lose it for good: a
         // busy or full disk is retried until it recovers, while the bounded channels hold the
@@ -590,7 +613,7 @@ impl StoreThread {
             telemetry::record_commit_latency(started.elapsed().as_secs_f64(), false);
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
-            result = commit_output(store, merged, self.raw_max);
+            result = self.commit(store, merged);
         }
         telemetry::record_commit_latency(started.elapsed().as_secs_f64(), result.is_ok());
         match result {

@@ -48,6 +48,10 @@ pub fn record_committed(source: &str, stats: &Stats, events: &[AlertEvent]) {
         counter!("citygate_readings_suspect_total", "source" => source.to_string())
             .increment(stats.suspect);
     }
+    if stats.replayed > 0 {
+        counter!("citygate_readings_replayed_total", "source" => source.to_string())
+            .increment(stats.replayed);
+    }
     for (reason, n) in &stats.rejected {
         counter!("citygate_readings_rejected_total", "reason" => *reason).increment(*n);
     }

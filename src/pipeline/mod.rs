@@ -74,6 +74,8 @@ pub struct Stats {
     pub received: u64,
     pub accepted: u64,
     pub suspect: u64,
+    /// Of the accepted, how many were exact repeats of a reading already taken (redeliveries).
+    pub replayed: u64,
     /// Rejections by reason (a handful of distinct reasons, so a small vector).
     pub rejected: Vec<(&'static str, u64)>,
 }
@@ -526,6 +528,11 @@ impl Pipeline {
                 return Err((r, reason, detail));
             }
             Verdict::OutOfOrder => {
+                state.last_seen = now;
+                return Ok(r);
+            }
+            Verdict::Replay => {
+                ctx.out.stats.replayed += 1;
                 state.last_seen = now;
                 return Ok(r);
             }

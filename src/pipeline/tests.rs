@@ -292,6 +292,25 @@ fn every_validation_reason() {
 }
 
 #[test]
+fn an_exact_redelivery_is_a_replay_not_an_error() {
+    let mut p = pipeline();
+    let first = feed_v(&mut p, "level", 11.0, t0());
+    assert_eq!(events(&first, "level").len(), 1);
+    let again = feed_v(&mut p, "level", 11.0, t0());
+    assert!(again.dead_letters.is_empty(), "{:?}", again.dead_letters);
+    assert_eq!(
+        again.accepted.len(),
+        1,
+        "passed on; the store keeps one point"
+    );
+    assert_eq!(again.stats.replayed, 1);
+    assert!(
+        again.events.is_empty() && again.alerts.is_empty(),
+        "not evaluated twice"
+    );
+}
+
+#[test]
 fn unknown_sensor_policy_reject() {
     let mut p = pipeline_with("[validation]\nunknown_sensor = \"reject\"\n");
     let out = feed_v(&mut p, "level", 5.0, t0());

@@ -14,7 +14,8 @@ const RECENT: usize = 4;
 /// The state of one series (sensor × metric).
 pub(super) struct MetricState {
     last: Option<(i64, f64)>,
-    recent: [i64; RECENT],
+    /// Recent (timestamp, value bits), to tell a replay from a conflicting duplicate.
+    recent: [(i64, u64); RECENT],
     recent_pos: usize,
     /// Length and start of the current run of identical values.
     run: u32,
@@ -27,7 +28,7 @@ impl Default for MetricState {
     fn default() -> Self {
         MetricState {
             last: None,
-            recent: [i64::MIN; RECENT],
+            recent: [(i64::MIN, 0); RECENT],
             recent_pos: 0,
             run: 0,
             run_since: 0,
@@ -37,8 +38,8 @@ impl Default for MetricState {
 }
 
 impl MetricState {
-    fn remember(&mut self, ts: i64) {
-        self.recent[self.recent_pos] = ts;
+    fn remember(&mut self, ts: i64, value: f64) {
+        self.recent[self.recent_pos] = (ts, value.to_bits());
         self.recent_pos = (self.recent_pos + 1) % RECENT;
     }
 }
@@ -50,6 +51,9 @@ pub(super) enum Verdict {
     /// Valid, but older than the latest reading of its series: stored, kept away from the
     /// stateful checks and rules, which assume time moves forward.
     OutOfOrder,
+    /// The very reading again (same time, same value): an at-least-once redelivery. Passed
+    /// on (the store keeps it once) but not evaluated again, and not an error.
+    Replay,
     /// Plausible but doubtful. `threshold` is the limit involved, for the fault alert.
     Suspect {
         reason: &'static str,
@@ -145,25 +149,39 @@ pub(super) fn check(
             );
         }
     }
-    if st.recent.contains(&r.ts) || st.last.is_some_and(|(t, _)| t == r.ts) {
+    let seen = st
+        .recent
+        .iter()
+        .find(|(t, _)| *t == r.ts)
+        .map(|&(_, bits)| bits)
+        .or_else(|| {
+            st.last
+                .filter(|(t, _)| *t == r.ts)
+                .map(|(_, v)| v.to_bits())
+        });
+    if let Some(bits) = seen {
+        if bits == v.to_bits() {
+            return Verdict::Replay;
+        }
         return reject(
             "duplicate",
             format!(
-                "{name} of {} at {} was already received",
+                "{name} of {} at {} was already received with another value ({} then {v})",
                 r.sensor,
-                fmt_ts(r.ts)
+                fmt_ts(r.ts),
+                f64::from_bits(bits)
             ),
         );
     }
     let Some((last_ts, last_v)) = st.last else {
-        st.remember(r.ts);
+        st.remember(r.ts, v);
         st.last = Some((r.ts, v));
         st.run = 1;
         st.run_since = r.ts;
         return Verdict::Good;
     };
     if r.ts < last_ts {
-        st.remember(r.ts);
+        st.remember(r.ts, v);
         return Verdict::OutOfOrder;
     }
     if metric.counter && v < last_v {
@@ -184,7 +202,7 @@ pub(super) fn check(
             };
         }
     }
-    st.remember(r.ts);
+    st.remember(r.ts, v);
     if let Some(rate) = metric.max_rate_per_hour {
         // Judge changes over at least a minute, so that sensor noise on a device reporting
         // every second is not read as a physically impossible rate.

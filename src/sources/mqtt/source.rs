@@ -248,12 +248,16 @@ pub(super) async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bo
     }
 }
 
-/// Most messages waiting between the event loop and the batcher before the gateway drops the
-/// connection. The broker's in-flight window (receive maximum, or its own per-client limit)
-/// keeps the queue far below this; a broker that overshoots it (mosquitto 2.0 does when it
-/// resumes a session with a backlog) must not make the queue grow without bound.
-pub(super) fn queue_cap(inflight: u16) -> usize {
-    (usize::from(inflight) * 10).max(1000)
+/// Most messages, and most payload bytes, waiting between the event loop and the batcher
+/// before the gateway drops the connection. The broker's in-flight window (receive maximum,
+/// or its own per-client limit) should keep the queue small, but mosquitto 2.0 overshoots it
+/// (for MQTT 3.1.1 and on session resume with a backlog), sending thousands while our acks
+/// wait for their commits. That is absorbed here, within a fixed memory budget; only a
+/// broker that floods past it gets the connection dropped (and redelivers what was not
+/// acknowledged).
+pub(super) fn queue_cap(inflight: u16) -> (usize, usize) {
+    let messages = (usize::from(inflight) * 1000).max(100_000);
+    (messages, 64 * 1024 * 1024)
 }
 
 /// The queue from the event-loop task to the batcher.
@@ -266,14 +270,21 @@ pub(super) fn queue_cap(inflight: u16) -> usize {
 /// what was not acknowledged.
 pub(super) struct MessageQueue {
     tx: mpsc::UnboundedSender<Message>,
-    queued: Arc<AtomicUsize>,
-    cap: usize,
+    queued: Arc<QueueCount>,
+    cap: (usize, usize),
+}
+
+/// Messages and payload bytes in the queue.
+#[derive(Default)]
+pub(super) struct QueueCount {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 impl MessageQueue {
-    pub(super) fn new(cap: usize) -> (MessageQueue, QueueReceiver) {
+    pub(super) fn new(cap: (usize, usize)) -> (MessageQueue, QueueReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(QueueCount::default());
         (
             MessageQueue {
                 tx,
@@ -286,12 +297,17 @@ impl MessageQueue {
 
     /// Queues a message; `false` when the queue is over its cap (the message is not taken).
     pub(super) fn push(&self, msg: Message) -> bool {
-        if self.queued.load(Ordering::SeqCst) >= self.cap {
+        let size = msg.ack.payload().len();
+        if self.queued.messages.load(Ordering::SeqCst) >= self.cap.0
+            || self.queued.bytes.load(Ordering::SeqCst) + size > self.cap.1
+        {
             return false;
         }
-        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.queued.messages.fetch_add(1, Ordering::SeqCst);
+        self.queued.bytes.fetch_add(size, Ordering::SeqCst);
         if self.tx.send(msg).is_err() {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
+            self.queued.messages.fetch_sub(1, Ordering::SeqCst);
+            self.queued.bytes.fetch_sub(size, Ordering::SeqCst);
         }
         true
     }
@@ -299,13 +315,16 @@ impl MessageQueue {
 
 pub(super) struct QueueReceiver {
     rx: mpsc::UnboundedReceiver<Message>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<QueueCount>,
 }
 
 impl QueueReceiver {
     async fn recv_many(&mut self, buf: &mut Vec<Message>, limit: usize) -> usize {
+        let before = buf.len();
         let n = self.rx.recv_many(buf, limit).await;
-        self.queued.fetch_sub(n, Ordering::SeqCst);
+        let bytes: usize = buf[before..].iter().map(|m| m.ack.payload().len()).sum();
+        self.queued.messages.fetch_sub(n, Ordering::SeqCst);
+        self.queued.bytes.fetch_sub(bytes, Ordering::SeqCst);
         n
     }
 }
