@@ -5,6 +5,7 @@
 
 mod backoff;
 pub mod config;
+mod event_loop;
 mod route;
 mod source;
 mod status;

@@ -403,9 +403,12 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
     let (client, event_loop) = match settings.cfg.protocol {
         MqttProtocol::V311 => {
             let (client, eventloop) = super::v4::client(&settings);
-            let task = tokio::spawn(super::v4::run(
+            let proto = super::v4::V4 {
                 eventloop,
-                client.clone(),
+                client: client.clone(),
+            };
+            let task = tokio::spawn(super::event_loop::run(
+                proto,
                 settings.filters.clone(),
                 shared.clone(),
                 msg_tx,
@@ -416,9 +419,12 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
         }
         MqttProtocol::V5 => {
             let (client, eventloop) = super::v5::client(&settings);
-            let task = tokio::spawn(super::v5::run(
+            let proto = super::v5::V5 {
                 eventloop,
-                client.clone(),
+                client: client.clone(),
+            };
+            let task = tokio::spawn(super::event_loop::run(
+                proto,
                 settings.filters.clone(),
                 shared.clone(),
                 msg_tx,

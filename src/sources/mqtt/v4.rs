@@ -1,21 +1,14 @@
 //! MQTT 3.1.1 glue: the rumqttc options and the event-loop task.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
     Packet, QoS, StateError, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
-use tokio::sync::watch;
-use tracing::{error, warn};
 
-use super::backoff::Backoff;
-use super::source::{
-    describe_io, describe_tls, request_capacity, sleep_or_stop, AckHandle, Message, MessageQueue,
-    Settings, Shared,
-};
-use crate::app::now_ms;
+use super::event_loop::{Grant, Protocol, Step};
+use super::source::{describe_io, describe_tls, request_capacity, AckHandle, Settings};
 
 pub(super) fn client(s: &Settings) -> (AsyncClient, EventLoop) {
     let cfg = &s.cfg;
@@ -38,107 +31,53 @@ pub(super) fn client(s: &Settings) -> (AsyncClient, EventLoop) {
     AsyncClient::new(o, request_capacity(cfg.inflight))
 }
 
-/// The event-loop task. It never `.await`s the client (rumqtt#1025): the client's requests
-/// are drained by this very loop, so awaiting one here could deadlock; only `try_*` is used.
-pub(super) async fn run(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
-    filters: Vec<String>,
-    shared: Arc<Shared>,
-    tx: MessageQueue,
-    mut backoff: Backoff,
-    mut stop: watch::Receiver<bool>,
-) {
-    let name = shared.status.name.clone();
-    loop {
-        let polled = tokio::select! {
-            ev = eventloop.poll() => Some(ev),
-            _ = shared.reconnect.notified(), if !shared.stopping.load(Ordering::SeqCst) => None,
-        };
-        let event = match polled {
-            Some(Ok(event)) => event,
-            Some(Err(e)) => {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                shared.new_generation(|| eventloop.clean());
-                // The connection is gone anyway: a pending reconnect request is served.
-                shared.take_reconnect_request();
-                shared.on_error(&describe(&e));
-                if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
-                    break;
-                }
-                continue;
-            }
-            None if !shared.take_reconnect_request() => continue,
-            None => {
-                // A commit failed: drop the connection so that the broker redelivers.
-                shared.new_generation(|| eventloop.clean());
-                shared.on_error("reconnecting to get unacknowledged messages redelivered");
-                if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
-                    break;
-                }
-                continue;
-            }
-        };
-        match event {
-            Event::Incoming(Packet::ConnAck(ack)) => {
-                backoff.reset();
-                shared.on_connected(ack.session_present);
-                // rumqttc never resubscribes by itself; a broker without our session (or
-                // with a fresh one) would otherwise send nothing.
-                if !filters.is_empty() {
-                    let subs = filters
-                        .iter()
-                        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                    if let Err(e) = client.try_subscribe_many(subs) {
-                        error!(connection = %name, error = %e, "cannot queue the MQTT subscription");
-                    }
-                }
-            }
-            Event::Incoming(Packet::SubAck(ack)) => {
-                for (filter, code) in filters.iter().zip(&ack.return_codes) {
-                    if matches!(code, SubscribeReasonCode::Failure) {
-                        let msg = format!("the broker refused the subscription to {filter:?}");
-                        error!(connection = %name, "{msg}");
-                        shared.status.set_error(msg, now_ms());
-                    } else if matches!(code, SubscribeReasonCode::Success(QoS::AtMostOnce)) {
-                        warn!(connection = %name, filter = %filter, "the broker granted only QoS 0: messages can be lost");
-                    }
-                }
-            }
-            Event::Incoming(Packet::Publish(p)) => {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    // Not processed, not acked: the broker keeps it for next time.
-                    continue;
-                }
-                shared.status.count_received(1);
-                let msg = Message {
-                    ack: AckHandle::V4(p),
-                    received_at: now_ms(),
-                    generation: shared.generation(),
-                    ts: None,
-                };
-                // Never waits (see MessageQueue): the broker's in-flight window bounds the
-                // queue; a broker that overshoots it far gets the connection dropped, and
-                // redelivers what was not acknowledged.
-                if !tx.push(msg) {
-                    shared.new_generation(|| eventloop.clean());
-                    shared.on_error("the broker sent far more unacknowledged messages than the in-flight window; reconnecting");
-                    if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
-                        break;
-                    }
-                    continue;
-                }
-            }
-            Event::Outgoing(Outgoing::Disconnect) if shared.stopping.load(Ordering::SeqCst) => {
-                break
-            }
-            _ => {}
-        }
+/// MQTT 3.1.1 for the shared event loop.
+pub(super) struct V4 {
+    pub eventloop: EventLoop,
+    pub client: AsyncClient,
+}
+
+impl Protocol for V4 {
+    type Error = ConnectionError;
+    const WINDOW: &'static str = "in-flight window";
+
+    async fn poll(&mut self) -> Result<Step, ConnectionError> {
+        Ok(match self.eventloop.poll().await? {
+            Event::Incoming(Packet::ConnAck(ack)) => Step::ConnAck {
+                session_present: ack.session_present,
+            },
+            Event::Incoming(Packet::SubAck(ack)) => Step::SubAck(
+                ack.return_codes
+                    .iter()
+                    .map(|code| match code {
+                        SubscribeReasonCode::Failure => Grant::Refused("failure".into()),
+                        SubscribeReasonCode::Success(QoS::AtMostOnce) => Grant::AtMostOnce,
+                        SubscribeReasonCode::Success(_) => Grant::Granted,
+                    })
+                    .collect(),
+            ),
+            Event::Incoming(Packet::Publish(p)) => Step::Publish(Box::new(AckHandle::V4(p)), None),
+            Event::Outgoing(Outgoing::Disconnect) => Step::Disconnected,
+            _ => Step::Other,
+        })
     }
-    shared.loop_done.store(true, Ordering::SeqCst);
-    shared.status.set_connected(false);
+
+    fn clean(&mut self) {
+        self.eventloop.clean();
+    }
+
+    fn subscribe(&self, filters: &[String]) -> Result<(), String> {
+        let subs = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        self.client
+            .try_subscribe_many(subs)
+            .map_err(|e| e.to_string())
+    }
+
+    fn describe(e: &ConnectionError) -> String {
+        describe(e)
+    }
 }
 
 fn describe(e: &ConnectionError) -> String {

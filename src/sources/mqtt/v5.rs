@@ -1,21 +1,16 @@
 //! MQTT 5 glue: the rumqttc v5 options and the event-loop task.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, StateError};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
-use tokio::sync::watch;
-use tracing::{error, warn};
 
-use super::backoff::Backoff;
+use super::event_loop::{Grant, Protocol, Step};
 use super::source::{
-    describe_io, describe_tls, parse_ts_property, request_capacity, sleep_or_stop, AckHandle,
-    Message, MessageQueue, Settings, Shared,
+    describe_io, describe_tls, parse_ts_property, request_capacity, AckHandle, Settings,
 };
-use crate::app::now_ms;
 
 pub(super) fn client(s: &Settings) -> (AsyncClient, EventLoop) {
     let cfg = &s.cfg;
@@ -41,83 +36,32 @@ pub(super) fn client(s: &Settings) -> (AsyncClient, EventLoop) {
     AsyncClient::new(o, request_capacity(cfg.inflight))
 }
 
-/// The event-loop task; see `v4::run` (the same loop, MQTT 5 packets).
-pub(super) async fn run(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
-    filters: Vec<String>,
-    shared: Arc<Shared>,
-    tx: MessageQueue,
-    mut backoff: Backoff,
-    mut stop: watch::Receiver<bool>,
-) {
-    let name = shared.status.name.clone();
-    loop {
-        let polled = tokio::select! {
-            ev = eventloop.poll() => Some(ev),
-            _ = shared.reconnect.notified(), if !shared.stopping.load(Ordering::SeqCst) => None,
-        };
-        let event = match polled {
-            Some(Ok(event)) => event,
-            Some(Err(e)) => {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                shared.new_generation(|| eventloop.clean());
-                // The connection is gone anyway: a pending reconnect request is served.
-                shared.take_reconnect_request();
-                shared.on_error(&describe(&e));
-                if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
-                    break;
-                }
-                continue;
-            }
-            None if !shared.take_reconnect_request() => continue,
-            None => {
-                shared.new_generation(|| eventloop.clean());
-                shared.on_error("reconnecting to get unacknowledged messages redelivered");
-                if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
-                    break;
-                }
-                continue;
-            }
-        };
-        match event {
-            Event::Incoming(Packet::ConnAck(ack)) => {
-                backoff.reset();
-                shared.on_connected(ack.session_present);
-                // rumqttc never resubscribes by itself.
-                if !filters.is_empty() {
-                    let subs = filters
-                        .iter()
-                        .map(|f| Filter::new(f.clone(), QoS::AtLeastOnce));
-                    if let Err(e) = client.try_subscribe_many(subs) {
-                        error!(connection = %name, error = %e, "cannot queue the MQTT subscription");
-                    }
-                }
-            }
-            Event::Incoming(Packet::SubAck(ack)) => {
-                for (filter, code) in filters.iter().zip(&ack.return_codes) {
-                    match code {
-                        SubscribeReasonCode::Success(QoS::AtMostOnce) => {
-                            warn!(connection = %name, filter = %filter, "the broker granted only QoS 0: messages can be lost");
-                        }
-                        SubscribeReasonCode::Success(_) => {}
-                        refused => {
-                            let msg = format!(
-                                "the broker refused the subscription to {filter:?}: {refused:?}"
-                            );
-                            error!(connection = %name, "{msg}");
-                            shared.status.set_error(msg, now_ms());
-                        }
-                    }
-                }
-            }
+/// MQTT 5 for the shared event loop.
+pub(super) struct V5 {
+    pub eventloop: EventLoop,
+    pub client: AsyncClient,
+}
+
+impl Protocol for V5 {
+    type Error = ConnectionError;
+    const WINDOW: &'static str = "receive maximum";
+
+    async fn poll(&mut self) -> Result<Step, ConnectionError> {
+        Ok(match self.eventloop.poll().await? {
+            Event::Incoming(Packet::ConnAck(ack)) => Step::ConnAck {
+                session_present: ack.session_present,
+            },
+            Event::Incoming(Packet::SubAck(ack)) => Step::SubAck(
+                ack.return_codes
+                    .iter()
+                    .map(|code| match code {
+                        SubscribeReasonCode::Success(QoS::AtMostOnce) => Grant::AtMostOnce,
+                        SubscribeReasonCode::Success(_) => Grant::Granted,
+                        refused => Grant::Refused(format!("{refused:?}")),
+                    })
+                    .collect(),
+            ),
             Event::Incoming(Packet::Publish(p)) => {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    continue;
-                }
-                shared.status.count_received(1);
                 let ts = p.properties.as_ref().and_then(|props| {
                     props
                         .user_properties
@@ -125,32 +69,29 @@ pub(super) async fn run(
                         .find(|(k, _)| k == "ts")
                         .and_then(|(_, v)| parse_ts_property(v))
                 });
-                let msg = Message {
-                    ack: AckHandle::V5(p),
-                    received_at: now_ms(),
-                    generation: shared.generation(),
-                    ts,
-                };
-                // Never waits (see MessageQueue): the receive maximum bounds the queue; a
-                // broker that overshoots it far gets the connection dropped, and redelivers
-                // what was not acknowledged.
-                if !tx.push(msg) {
-                    shared.new_generation(|| eventloop.clean());
-                    shared.on_error("the broker sent far more unacknowledged messages than the receive maximum; reconnecting");
-                    if !sleep_or_stop(backoff.next_delay(), &mut stop).await {
-                        break;
-                    }
-                    continue;
-                }
+                Step::Publish(Box::new(AckHandle::V5(p)), ts)
             }
-            Event::Outgoing(Outgoing::Disconnect) if shared.stopping.load(Ordering::SeqCst) => {
-                break
-            }
-            _ => {}
-        }
+            Event::Outgoing(Outgoing::Disconnect) => Step::Disconnected,
+            _ => Step::Other,
+        })
     }
-    shared.loop_done.store(true, Ordering::SeqCst);
-    shared.status.set_connected(false);
+
+    fn clean(&mut self) {
+        self.eventloop.clean();
+    }
+
+    fn subscribe(&self, filters: &[String]) -> Result<(), String> {
+        let subs = filters
+            .iter()
+            .map(|f| Filter::new(f.clone(), QoS::AtLeastOnce));
+        self.client
+            .try_subscribe_many(subs)
+            .map_err(|e| e.to_string())
+    }
+
+    fn describe(e: &ConnectionError) -> String {
+        describe(e)
+    }
 }
 
 fn describe(e: &ConnectionError) -> String {
