@@ -240,6 +240,24 @@ impl Shared {
     }
 }
 
+fn spawn_event_loop<P: super::event_loop::Protocol>(
+    glue: P,
+    settings: &Settings,
+    shared: &Arc<Shared>,
+    queue: MessageQueue,
+    backoff: Backoff,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(super::event_loop::run(
+        glue,
+        settings.filters.clone(),
+        shared.clone(),
+        queue,
+        backoff,
+        stop.clone(),
+    ))
+}
+
 /// Sleeps before a reconnect; `false` if the source is stopped meanwhile.
 pub(super) async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
@@ -403,34 +421,20 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
     let (client, event_loop) = match settings.cfg.protocol {
         MqttProtocol::V311 => {
             let (client, eventloop) = super::v4::client(&settings);
-            let proto = super::v4::V4 {
+            let glue = super::v4::V4 {
                 eventloop,
                 client: client.clone(),
             };
-            let task = tokio::spawn(super::event_loop::run(
-                proto,
-                settings.filters.clone(),
-                shared.clone(),
-                msg_tx,
-                backoff,
-                stop_rx.clone(),
-            ));
+            let task = spawn_event_loop(glue, &settings, &shared, msg_tx, backoff, &stop_rx);
             (Client::V4(client), task)
         }
         MqttProtocol::V5 => {
             let (client, eventloop) = super::v5::client(&settings);
-            let proto = super::v5::V5 {
+            let glue = super::v5::V5 {
                 eventloop,
                 client: client.clone(),
             };
-            let task = tokio::spawn(super::event_loop::run(
-                proto,
-                settings.filters.clone(),
-                shared.clone(),
-                msg_tx,
-                backoff,
-                stop_rx.clone(),
-            ));
+            let task = spawn_event_loop(glue, &settings, &shared, msg_tx, backoff, &stop_rx);
             (Client::V5(client), task)
         }
     };
