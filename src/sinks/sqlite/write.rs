@@ -86,13 +86,7 @@ impl SqliteStore {
             .map_err(|source| self.json_err("sensor tags", source))?;
 
         let path = &self.path;
-        let err = |op: &'static str| {
-            move |source| StoreError::Sqlite {
-                op,
-                path: path.clone(),
-                source,
-            }
-        };
+        let err = |op| sql_err(path, op);
         // IMMEDIATE takes the write lock up front: a deferred transaction that upgrades later
         // can fail with SQLITE_BUSY halfway when another process holds a read transaction.
         let tx = self
@@ -117,13 +111,7 @@ impl SqliteStore {
     /// whatever their age: they are live state, not history. The sensor registry is kept.
     pub fn prune(&mut self, older_than_ms: TimestampMs) -> Result<PruneStats, StoreError> {
         let path = &self.path;
-        let err = |op: &'static str| {
-            move |source| StoreError::Sqlite {
-                op,
-                path: path.clone(),
-                source,
-            }
-        };
+        let err = |op| sql_err(path, op);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -333,4 +321,16 @@ fn write_events(tx: &Transaction<'_>, events: &[(&AlertEvent, String)]) -> rusql
         stmt.execute(params![e.alert.id, e.event.as_str(), e.at, json])?;
     }
     Ok(events.len())
+}
+
+/// Wraps a rusqlite error with the operation and the file, for `map_err`.
+fn sql_err<'a>(
+    path: &'a std::path::Path,
+    op: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sqlite {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
