@@ -253,7 +253,7 @@ impl Gateway {
         let restored = active.len();
         let out = pipeline.restore_alerts(active, now);
         if !out.is_empty() {
-            commit_output(&mut store, &out, config.sqlite.dead_letter_raw_max)
+            commit_output(&mut store, &out, config.sqlite.dead_letter_raw_max, true)
                 .context("cannot resolve orphaned alerts")?;
         }
         info!(
@@ -446,6 +446,7 @@ fn commit_output(
     store: &mut SqliteStore,
     out: &Output,
     raw_max: usize,
+    store_readings: bool,
 ) -> Result<(), crate::sinks::sqlite::StoreError> {
     let sensors: Vec<SensorRecord> = out
         .new_sensors
@@ -463,7 +464,8 @@ fn commit_output(
         })
         .collect();
     store.commit(&Commit {
-        readings: &out.accepted,
+        // Off (the null sink), readings are validated and drive rules but are not written.
+        readings: if store_readings { &out.accepted } else { &[] },
         dead_letters: &out.dead_letters,
         alerts: &out.alerts,
         events: &out.events,
@@ -577,19 +579,7 @@ impl StoreThread {
         store: &mut SqliteStore,
         out: &Output,
     ) -> Result<(), crate::sinks::sqlite::StoreError> {
-        if self.store_readings {
-            commit_output(store, out, self.raw_max)
-        } else {
-            let without_readings = Output {
-                accepted: Vec::new(),
-                dead_letters: out.dead_letters.clone(),
-                events: out.events.clone(),
-                alerts: out.alerts.clone(),
-                new_sensors: out.new_sensors.clone(),
-                stats: Default::default(),
-            };
-            commit_output(store, &without_readings, self.raw_max)
-        }
+        commit_output(store, out, self.raw_max, self.store_readings)
     }
 
     fn commit_group(

@@ -88,14 +88,7 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .get(format!("{}{}", self.base, path))
-            .send()
-            .await
-            .expect("request sent");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body read");
+        let (status, text) = self.get_text(path).await;
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
     }
