@@ -14,6 +14,7 @@ mod error;
 mod json;
 mod json_common;
 mod line_protocol;
+pub mod modbus;
 mod scalar;
 mod senml;
 mod time;
