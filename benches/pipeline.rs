@@ -81,6 +81,7 @@ fn batch(readings: Vec<Reading>, received_at: i64) -> Batch {
         readings,
         payloads: Vec::new(),
         dead_letters: Vec::new(),
+        devices: Vec::new(),
     }
 }
 

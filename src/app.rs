@@ -198,6 +198,7 @@ pub struct Gateway {
     ingest: Ingest,
     reader: Arc<SqliteReader>,
     mqtt: Vec<crate::sources::mqtt::MqttSource>,
+    modbus: crate::sources::modbus::ModbusSource,
     stop_http: watch::Sender<bool>,
     http: tokio::task::JoinHandle<()>,
     pipeline: tokio::task::JoinHandle<()>,
@@ -294,6 +295,17 @@ impl Gateway {
         }
         let mqtt_status: Arc<[_]> = mqtt.iter().map(|s| s.status()).collect();
 
+        // Modbus devices: one polling task each (config::load already checked the maps).
+        let modbus = crate::sources::modbus::start(&config.modbus, &config.catalog, ingest.clone())
+            .map_err(|problems| {
+                anyhow::Error::new(crate::config::ConfigError { problems })
+                    .context("cannot start the Modbus source")
+            })?;
+        if !config.modbus.devices.is_empty() {
+            info!(devices = config.modbus.devices.len(), "polling Modbus devices");
+        }
+        let modbus_status: Arc<[_]> = modbus.status().iter().cloned().collect();
+
         let listener = match listener {
             Some(l) => l,
             None => TcpListener::bind(config.http.listen)
@@ -310,6 +322,7 @@ impl Gateway {
             db_path: db_path.clone(),
             started_at: Instant::now(),
             mqtt: mqtt_status,
+            modbus: modbus_status,
         };
         let router = crate::http::router(state, config.http.max_body_bytes);
         let (stop_http, mut stopped) = watch::channel(false);
@@ -331,6 +344,7 @@ impl Gateway {
             ingest,
             reader,
             mqtt,
+            modbus,
             stop_http,
             http,
             pipeline,
@@ -360,6 +374,11 @@ impl Gateway {
         self.reader.clone()
     }
 
+    /// The state of each polled Modbus device, in `[[modbus.devices]]` order.
+    pub fn modbus_status(&self) -> Vec<crate::sources::modbus::DeviceSnapshot> {
+        self.modbus.status().iter().map(|s| s.snapshot()).collect()
+    }
+
     /// The state of each MQTT connection, in `[[mqtt]]` order.
     pub fn mqtt_status(&self) -> Vec<crate::sources::mqtt::StatusSnapshot> {
         self.mqtt.iter().map(|s| s.status().snapshot()).collect()
@@ -372,6 +391,7 @@ impl Gateway {
         for source in self.mqtt {
             source.stop().await;
         }
+        self.modbus.stop().await;
         let _ = self.stop_http.send(true);
         let _ = self.http.await;
         drop(self.ingest);

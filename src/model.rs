@@ -150,6 +150,21 @@ pub struct Batch {
     /// Inputs rejected before the pipeline (decode errors), carried along so that they are
     /// committed together with the batch's readings.
     pub dead_letters: Vec<DeadLetter>,
+    /// Changes in the health of polled devices (Modbus), driving `device_offline` alerts.
+    pub devices: Vec<DeviceHealth>,
+}
+
+/// A polled device's health as its source sees it, sent when it changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceHealth {
+    /// The device's sensor id.
+    pub sensor: CompactString,
+    /// `Some(why)`: the device failed `failures` polls in a row and counts as offline.
+    /// `None`: it answered a poll.
+    pub down: Option<String>,
+    pub failures: u32,
+    /// When (gateway time) this was seen.
+    pub at: TimestampMs,
 }
 
 /// Alert severity, lowest first. `Info` is for sensor faults; the others are threshold levels.

@@ -46,6 +46,9 @@ pub struct Config {
     /// MQTT broker connections to consume readings from.
     #[serde(default)]
     pub mqtt: Vec<MqttConfig>,
+    /// Modbus TCP/RTU devices to poll.
+    #[serde(default)]
+    pub modbus: crate::sources::modbus::ModbusConfig,
 }
 
 /// Process-wide settings.

@@ -31,6 +31,7 @@ const TOP_KEYS: &[&str] = &[
     "sensors",
     "broker",
     "mqtt",
+    "modbus",
 ];
 
 #[derive(Default)]
@@ -236,6 +237,21 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
     for problem in crate::sources::mqtt::check_config(&mqtt, &kinds) {
         p.0.push(problem);
     }
+    let mut sensors = sensors;
+    let modbus: Option<crate::sources::modbus::ModbusConfig> = match root.remove("modbus") {
+        None | Some(Value::Null) => Some(Default::default()),
+        Some(v) => p.de("modbus", v),
+    };
+    if let Some(m) = &modbus {
+        let specs: BTreeMap<String, KindSpec> = catalog
+            .iter()
+            .map(|(k, v)| (k.clone(), v.spec.clone()))
+            .collect();
+        if let Err(problems) = crate::sources::modbus::compile(m, &specs) {
+            p.0.extend(problems);
+        }
+        polled_sensors(&mut p, m, &kinds, &mut sensors);
+    }
 
     if let Some(g) = &gateway {
         check_gateway(&mut p, g);
@@ -277,10 +293,16 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         check_sensor(&mut p, id, sensor, &catalog);
     }
 
-    match (gateway, http, sqlite, validation, alerts, broker) {
-        (Some(gateway), Some(http), Some(sqlite), Some(validation), Some(alerts), Some(broker))
-            if p.0.is_empty() =>
-        {
+    match (gateway, http, sqlite, validation, alerts, broker, modbus) {
+        (
+            Some(gateway),
+            Some(http),
+            Some(sqlite),
+            Some(validation),
+            Some(alerts),
+            Some(broker),
+            Some(modbus),
+        ) if p.0.is_empty() => {
             Ok(Config {
                 gateway,
                 http,
@@ -291,9 +313,45 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
                 sensors,
                 broker,
                 mqtt: mqtt.into_iter().map(|(_, m)| m).collect(),
+                modbus,
             })
         }
         _ => Err(ConfigError { problems: p.0 }),
+    }
+}
+
+/// A polled device is a configured sensor: one not listed under `[sensors]` is added with its
+/// kind and the device's tags, so that its deadman runs from startup and it is welcome under
+/// `unknown_sensor = "reject"`. One that is listed must agree on the kind.
+fn polled_sensors(
+    p: &mut Problems,
+    m: &crate::sources::modbus::ModbusConfig,
+    kinds: &BTreeSet<String>,
+    sensors: &mut BTreeMap<String, SensorSpec>,
+) {
+    for (i, d) in m.devices.iter().enumerate() {
+        match sensors.get(&d.sensor) {
+            Some(listed) if listed.kind != d.kind => p.push(
+                format!("modbus.devices[{i}].kind"),
+                format!(
+                    "sensor {:?} is listed under [sensors] as a {} sensor, not {}",
+                    d.sensor, listed.kind, d.kind
+                ),
+            ),
+            // An unknown kind is reported against the device already.
+            Some(_) => {}
+            None if !kinds.contains(&d.kind) => {}
+            None => {
+                sensors.insert(
+                    d.sensor.clone(),
+                    SensorSpec {
+                        kind: d.kind.clone(),
+                        tags: d.tags.clone(),
+                        ..SensorSpec::default()
+                    },
+                );
+            }
+        }
     }
 }
 
@@ -386,6 +444,15 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
             for (i, item) in items.into_iter().enumerate() {
                 let rpath = format!("{path}.rules[{i}]");
                 if let Some(name) = item.get("name").and_then(Value::as_str) {
+                    if crate::pipeline::RESERVED_RULES.contains(&name) {
+                        p.push(
+                            format!("{rpath}.name"),
+                            format!(
+                                "rule name {name:?} is reserved for the gateway's own alerts ({})",
+                                crate::pipeline::RESERVED_RULES.join(", ")
+                            ),
+                        );
+                    }
                     if !rule_names.insert(name.to_string()) {
                         p.push(
                             format!("{rpath}.name"),

@@ -32,6 +32,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// The MQTT connections, for `/health`.
     pub mqtt: Arc<[Arc<crate::sources::mqtt::SourceStatus>]>,
+    /// The polled Modbus devices, for `/health`.
+    pub modbus: Arc<[Arc<crate::sources::modbus::DeviceStatus>]>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {

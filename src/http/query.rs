@@ -232,9 +232,11 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
     let counts = blocking(&st, |r| r.counts()).await;
     let uptime = st.started_at.elapsed().as_secs();
     let mqtt: Vec<_> = st.mqtt.iter().map(|s| s.snapshot()).collect();
-    // A broker connection that is down degrades the gateway but it still serves (and takes
-    // HTTP input), so the answer stays 200.
-    let status = if mqtt.iter().all(|m| m.connected) {
+    let modbus: Vec<_> = st.modbus.iter().map(|s| s.snapshot()).collect();
+    // A broker connection or a device that is down degrades the gateway but it still serves
+    // (and takes HTTP input), so the answer stays 200.
+    let status = if mqtt.iter().all(|m| m.connected) && modbus.iter().all(|d| d.state != "down")
+    {
         "ok"
     } else {
         "degraded"
@@ -257,6 +259,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                     "sensors": c.sensors,
                 },
                 "mqtt": mqtt,
+                "modbus": modbus,
             })),
         ),
         Err(e) => (
@@ -267,6 +270,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                 "uptime_s": uptime,
                 "store": { "kind": "sqlite", "path": st.db_path.display().to_string(), "state": "error", "error": e.message },
                 "mqtt": mqtt,
+                "modbus": modbus,
             })),
         ),
     }

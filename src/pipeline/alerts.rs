@@ -16,6 +16,10 @@ use super::{LocalTime, Output, RuleState};
 pub const OFFLINE_RULE: &str = "offline";
 /// The rule name of sensor-fault alerts (suspect readings, counters going backwards).
 pub const FAULT_RULE: &str = "sensor_fault";
+/// The rule name of alerts for a polled device that stopped answering (Modbus).
+pub const DEVICE_RULE: &str = "device_offline";
+/// Rule names the gateway's own alerts use; a catalog rule may not take them.
+pub const RESERVED_RULES: [&str; 3] = [OFFLINE_RULE, FAULT_RULE, DEVICE_RULE];
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AckError {
@@ -29,6 +33,7 @@ pub(super) enum Slot {
     Rule(u16),
     Fault(u16),
     Offline,
+    Device,
 }
 
 #[derive(Clone, Debug)]
@@ -79,6 +84,7 @@ enum Message<'a> {
     Rule { rule: &'a Rule },
     Fault { detail: &'a str },
     Offline { silent_ms: i64, after_ms: i64 },
+    Device { failures: u32, detail: &'a str },
 }
 
 impl<'a> Info<'a> {
@@ -126,6 +132,25 @@ impl<'a> Info<'a> {
         }
     }
 
+    /// A polled device that failed `failures` polls in a row (`down`), or answers again.
+    pub fn device(
+        sensor: &'a CompactString,
+        profile: &'a SensorProfile,
+        failures: u32,
+        detail: &'a str,
+    ) -> Info<'a> {
+        Info {
+            sensor,
+            kind: &profile.kind.name,
+            rule: DEVICE_RULE,
+            metric: "",
+            unit: "",
+            value: f64::from(failures),
+            target: Some((Severity::Warning, f64::from(failures), Direction::Above)),
+            message: Message::Device { failures, detail },
+        }
+    }
+
     pub fn target(&self) -> Option<(Severity, f64, Direction)> {
         self.target
     }
@@ -148,6 +173,9 @@ impl<'a> Info<'a> {
                     (*after_ms / 1000).max(0) as u64
                 )),
             ),
+            Message::Device { failures, detail } => {
+                format!("{sensor}: device not answering ({failures} polls failed in a row): {detail}")
+            }
             Message::Rule { rule } => {
                 let value = round3(self.value);
                 let threshold = round3(threshold);
@@ -508,6 +536,7 @@ pub(super) fn acknowledge(
 pub(super) fn slot_for(profile: &SensorProfile, alert: &Alert) -> Option<Slot> {
     match alert.rule.as_str() {
         OFFLINE_RULE => Some(Slot::Offline),
+        DEVICE_RULE => Some(Slot::Device),
         FAULT_RULE => {
             let m = profile
                 .metrics

@@ -22,9 +22,9 @@ use rustc_hash::FxHashMap;
 
 use crate::catalog::{Catalog, SensorProfile};
 use crate::config::{Config, SuspectPolicy, UnknownPolicy};
-use crate::model::{Alert, AlertState, Batch, DeadLetter, Reading, Tags, TimestampMs};
+use crate::model::{Alert, AlertState, Batch, DeadLetter, DeviceHealth, Reading, Tags, TimestampMs};
 
-pub use alerts::{AckError, FAULT_RULE, OFFLINE_RULE};
+pub use alerts::{AckError, DEVICE_RULE, FAULT_RULE, OFFLINE_RULE, RESERVED_RULES};
 use alerts::{ActiveAlert, AlertRef, Slot};
 pub use validate::fmt_ts as fmt_time;
 use validate::{MetricState, Verdict};
@@ -133,6 +133,9 @@ struct SensorState {
     metrics: Vec<MetricState>,
     rules: Vec<RuleState>,
     offline: Option<ActiveAlert>,
+    /// A polled device that stopped answering; while it is active the deadman stays quiet,
+    /// since the cause is already known.
+    device: Option<ActiveAlert>,
 }
 
 impl SensorState {
@@ -152,6 +155,7 @@ impl SensorState {
             profile,
             last_seen: now,
             offline: None,
+            device: None,
         }
     }
 
@@ -160,6 +164,7 @@ impl SensorState {
             Slot::Rule(i) => self.rules.get_mut(i as usize).map(|r| &mut r.active),
             Slot::Fault(i) => self.metrics.get_mut(i as usize).map(|m| &mut m.fault),
             Slot::Offline => Some(&mut self.offline),
+            Slot::Device => Some(&mut self.device),
         }
     }
 }
@@ -244,7 +249,7 @@ impl Pipeline {
             let faults = s.metrics.iter().map(|m| &m.fault);
             for a in rules
                 .chain(faults)
-                .chain(std::iter::once(&s.offline))
+                .chain([&s.offline, &s.device])
                 .flatten()
             {
                 out.push((*a.alert).clone());
@@ -319,6 +324,7 @@ impl Pipeline {
             readings,
             payloads,
             dead_letters,
+            devices,
         } = batch;
         let mut out = Output {
             accepted: Vec::with_capacity(readings.len()),
@@ -363,8 +369,31 @@ impl Pipeline {
                 }
             }
         }
+        for health in devices {
+            self.device_health(health, &mut out);
+        }
         self.flush_dirty(&mut out);
         out
+    }
+
+    /// Raises `device_offline` for a device its source gave up on, and resolves it when the
+    /// device answers again. A device the pipeline does not know (its kind left the catalog)
+    /// is ignored: its readings are dead letters anyway.
+    fn device_health(&mut self, h: DeviceHealth, out: &mut Output) {
+        let Some(state) = self.sensors.get_mut(h.sensor.as_str()) else {
+            return;
+        };
+        let profile = state.profile.clone();
+        let detail = h.down.as_deref().unwrap_or("");
+        let info = alerts::Info::device(&h.sensor, &profile, h.failures, detail);
+        let target = if h.down.is_some() { info.target() } else { None };
+        let mut ctx = alerts::Ctx {
+            index: &mut self.alert_index,
+            dirty: &mut self.dirty,
+            seq: &mut self.raise_seq,
+            out,
+        };
+        alerts::drive(&mut state.device, Slot::Device, target, h.at, &info, &mut ctx);
     }
 
     /// The deadman: raises `offline` for every sensor silent for longer than its
@@ -376,7 +405,7 @@ impl Pipeline {
                 continue;
             };
             let silent = now - state.last_seen;
-            if silent >= after && state.offline.is_none() {
+            if silent >= after && state.offline.is_none() && state.device.is_none() {
                 let info = alerts::Info::offline(id, &state.profile, silent, after);
                 let mut ctx = alerts::Ctx {
                     index: &mut self.alert_index,

@@ -163,6 +163,7 @@ fn feed_at(p: &mut Pipeline, r: Reading, now: i64) -> Output {
             readings: vec![r],
             payloads: vec![Bytes::from_static(b"raw")],
             dead_letters: vec![],
+            devices: vec![],
         },
         now,
     )
@@ -632,6 +633,81 @@ fn deadman_raises_offline_and_the_next_reading_clears_it() {
     );
 }
 
+fn device_health(p: &mut Pipeline, sensor: &str, down: Option<&str>, at: i64) -> Output {
+    p.process(
+        Batch {
+            source: "modbus".into(),
+            received_at: at,
+            devices: vec![crate::model::DeviceHealth {
+                sensor: sensor.into(),
+                down: down.map(str::to_string),
+                failures: 3,
+                at,
+            }],
+            ..Batch::default()
+        },
+        at,
+    )
+}
+
+#[test]
+fn a_device_reported_down_raises_device_offline_until_it_answers_and_silences_the_deadman() {
+    let mut p = pipeline_with("[sensors.meter]\nkind = \"tk\"\n");
+    let out = device_health(&mut p, "meter", Some("no answer within 1s"), t0());
+    assert_eq!(
+        events(&out, DEVICE_RULE),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
+    assert!(out.events[0].alert.message.contains("no answer within 1s"));
+    assert_eq!(out.alerts.len(), 1, "the alert is stored");
+    // The cause is known: the deadman does not add an `offline` alert of its own.
+    assert!(p.tick(t0() + 60 * MIN).events.is_empty());
+    // Reported down again (a restart of the source): no second alert.
+    assert!(device_health(&mut p, "meter", Some("still"), t0() + MIN)
+        .events
+        .is_empty());
+    let out = device_health(&mut p, "meter", None, t0() + 61 * MIN);
+    assert_eq!(
+        events(&out, DEVICE_RULE),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
+    // Up for a device with nothing active, and news of a device nobody knows: nothing.
+    assert!(device_health(&mut p, "meter", None, t0() + 62 * MIN).is_empty());
+    assert!(device_health(&mut p, "ghost", Some("x"), t0()).is_empty());
+}
+
+#[test]
+fn a_device_offline_alert_survives_a_restart_and_clears_on_the_first_good_poll() {
+    let mut p = pipeline_with("[sensors.meter]\nkind = \"tk\"\n");
+    let out = device_health(&mut p, "meter", Some("connection refused"), t0());
+    let mut again = pipeline_with("[sensors.meter]\nkind = \"tk\"\n");
+    let restored = again.restore_alerts(out.alerts.clone(), t0() + MIN);
+    assert!(restored.is_empty(), "placed back, not resolved as an orphan");
+    assert_eq!(again.active_alerts().len(), 1);
+    let out = device_health(&mut again, "meter", None, t0() + 2 * MIN);
+    assert_eq!(
+        events(&out, DEVICE_RULE),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
+}
+
+#[test]
+fn the_gateways_own_rule_names_are_reserved() {
+    let text = "[[catalog.tk.rules]]\nname = \"device_offline\"\nmetric = \"level\"\nabove = { warning = 1.0 }\n";
+    let sources = [
+        Source::Text {
+            name: "test kind".into(),
+            toml: TEST_KIND.into(),
+        },
+        Source::Text {
+            name: "reserved".into(),
+            toml: text.into(),
+        },
+    ];
+    let err = load_with_env(&sources, Some(HashMap::new())).expect_err("reserved");
+    assert!(err.to_string().contains("reserved"), "{err}");
+}
+
 #[test]
 fn configured_sensor_that_never_reports_goes_offline() {
     let mut p = pipeline_with("[sensors.quiet]\nkind = \"tk\"\n");
@@ -789,6 +865,7 @@ fn a_payload_is_kept_once_however_many_of_its_readings_are_rejected() {
             readings,
             payloads: vec![Bytes::from_static(b"the payload")],
             dead_letters: vec![],
+            devices: vec![],
         },
         t0(),
     );

@@ -1,0 +1,259 @@
+//! Scheduling: one task per device, each on its own fixed grid.
+//!
+//! - A TCP device has its own connection and is polled concurrently with the others, up to
+//!   `max_concurrent` polls at once.
+//! - Devices on one serial line share it: a poll holds the line (a fair lock, so units take
+//!   turns) and keeps the inter-frame silence after each exchange.
+//! - A device that fails `offline_after_failures` polls in a row is reported down (the
+//!   pipeline raises `device_offline`) and polled less often, backing off up to
+//!   `backoff_max`; the next good poll reports it up again.
+//!
+//! A slow or dead TCP device only ever holds its own task and one permit; other devices keep
+//! their grids.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compact_str::CompactString;
+use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::app::{now_ms, Ingest};
+use crate::model::{Batch, DeviceHealth, Tags};
+
+use super::config::SerialConfig;
+use super::device::{Device, SOURCE};
+use super::link::{Endpoint, Link};
+use super::status::DeviceStatus;
+
+/// The running Modbus source.
+pub struct ModbusSource {
+    tasks: Vec<JoinHandle<()>>,
+    status: Vec<Arc<DeviceStatus>>,
+    stop: watch::Sender<bool>,
+}
+
+impl ModbusSource {
+    pub fn status(&self) -> &[Arc<DeviceStatus>] {
+        &self.status
+    }
+
+    /// Stops polling and waits for the tasks to end.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+enum LinkHandle {
+    Own(Link),
+    Shared(Arc<Mutex<Link>>),
+}
+
+/// Starts polling `devices`. Serial settings come per path (`serial`).
+pub fn spawn(
+    devices: Vec<Device>,
+    serial: &HashMap<String, SerialConfig>,
+    max_concurrent: usize,
+    ingest: Ingest,
+) -> ModbusSource {
+    let (stop, stop_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
+    let mut buses: HashMap<String, Arc<Mutex<Link>>> = HashMap::new();
+    let mut tasks = Vec::with_capacity(devices.len());
+    let mut status = Vec::with_capacity(devices.len());
+    for device in devices {
+        let handle = match &device.endpoint {
+            Endpoint::Tcp(_) => LinkHandle::Own(Link::new(
+                device.endpoint.clone(),
+                SerialConfig::default(),
+            )),
+            Endpoint::Rtu(path) => {
+                let bus = buses.entry(path.clone()).or_insert_with(|| {
+                    let settings = serial.get(path).cloned().unwrap_or_default();
+                    Arc::new(Mutex::new(Link::new(device.endpoint.clone(), settings)))
+                });
+                LinkHandle::Shared(bus.clone())
+            }
+        };
+        let st = Arc::new(DeviceStatus::new(
+            &device.sensor,
+            &device.endpoint.to_string(),
+            device.unit,
+        ));
+        status.push(st.clone());
+        let task = DeviceTask {
+            tags: Arc::from(device.tags.clone()),
+            device,
+            link: handle,
+            permits: permits.clone(),
+            ingest: ingest.clone(),
+            status: st,
+            stop: stop_rx.clone(),
+        };
+        tasks.push(tokio::spawn(task.run()));
+    }
+    ModbusSource {
+        tasks,
+        status,
+        stop,
+    }
+}
+
+struct DeviceTask {
+    device: Device,
+    link: LinkHandle,
+    permits: Arc<Semaphore>,
+    ingest: Ingest,
+    status: Arc<DeviceStatus>,
+    stop: watch::Receiver<bool>,
+    tags: Tags,
+}
+
+/// Up or down as last reported to the pipeline; `None` until the first poll, so that the
+/// first good poll clears a `device_offline` alert left active by an earlier run.
+type Reported = Option<bool>;
+
+impl DeviceTask {
+    async fn run(mut self) {
+        let interval = self.device.interval;
+        // A fixed phase per device spreads a thousand devices with the same interval over
+        // the first tenth of it (at most a second), instead of all firing at once.
+        let spread = (interval / 10).min(Duration::from_secs(1));
+        let phase = spread.mul_f64(rand::random::<f64>());
+        let mut next = Instant::now() + phase;
+        let mut failures: u32 = 0;
+        let mut reported: Reported = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.stop.changed() => return,
+            }
+            if *self.stop.borrow() {
+                return;
+            }
+            let Some(batch) = self.poll_once(&mut failures, &mut reported).await else {
+                return;
+            };
+            if self.ingest.send(batch).await.is_err() {
+                return;
+            }
+            // Offline devices are polled less often: interval × 2, 4, 8... up to backoff_max.
+            let step = if reported == Some(false) {
+                let doublings = failures
+                    .saturating_sub(self.device.offline_after_failures)
+                    .min(16);
+                interval
+                    .saturating_mul(1 << doublings.min(20))
+                    .saturating_mul(2)
+                    .min(self.device.backoff_max.max(interval))
+            } else {
+                interval
+            };
+            // Keep to the grid: the next tick is a whole number of steps after the last one,
+            // skipping ticks a slow poll overran (no drift, no burst to catch up).
+            next += step;
+            let now = Instant::now();
+            if next <= now {
+                let behind = now - next;
+                let skip = (behind.as_nanos() / step.as_nanos().max(1)) as u32 + 1;
+                next += step.saturating_mul(skip);
+            }
+        }
+    }
+
+    /// Polls once and builds the batch to submit. `None` when stopping.
+    async fn poll_once(&mut self, failures: &mut u32, reported: &mut Reported) -> Option<Batch> {
+        let now = now_ms();
+        let poll = match &mut self.link {
+            LinkHandle::Own(link) => {
+                let _permit = self.permits.acquire().await.ok()?;
+                let before = link.connects;
+                let poll = self.device.poll(link, &mut self.tags, now).await;
+                count_reconnects(&self.status, before, link.connects);
+                poll
+            }
+            LinkHandle::Shared(bus) => {
+                let mut link = bus.lock().await;
+                let before = link.connects;
+                let poll = self.device.poll(&mut link, &mut self.tags, now).await;
+                count_reconnects(&self.status, before, link.connects);
+                poll
+            }
+        };
+        self.status
+            .requests
+            .fetch_add(u64::from(poll.requests), Ordering::Relaxed);
+        for reason in &poll.errors {
+            metrics::counter!("citygate_modbus_errors_total", "reason" => *reason).increment(1);
+        }
+        let failed = poll.failure.is_some();
+        let error = poll
+            .failure
+            .as_ref()
+            .map(|e| e.to_string())
+            .or_else(|| poll.dead_letters.first().map(|d| d.detail.clone()));
+        self.status.record_poll(now, failed, error.clone());
+
+        let mut batch = Batch {
+            source: CompactString::const_new(SOURCE),
+            received_at: now,
+            readings: poll.readings,
+            payloads: Vec::new(),
+            dead_letters: poll.dead_letters,
+            devices: Vec::new(),
+        };
+        let d = &self.device;
+        if failed {
+            *failures = failures.saturating_add(1);
+            if *failures >= d.offline_after_failures && *reported != Some(false) {
+                let why = error.unwrap_or_default();
+                warn!(
+                    sensor = %d.sensor, address = %d.endpoint, unit = d.unit,
+                    "modbus device offline after {failures} failed polls: {why}"
+                );
+                batch.devices.push(DeviceHealth {
+                    sensor: d.sensor.clone(),
+                    down: Some(why),
+                    failures: *failures,
+                    at: now,
+                });
+                *reported = Some(false);
+                self.status.set_up(false);
+            }
+        } else {
+            if *reported == Some(false) {
+                info!(sensor = %d.sensor, address = %d.endpoint, unit = d.unit,
+                    "modbus device answers again");
+            }
+            if *reported != Some(true) {
+                batch.devices.push(DeviceHealth {
+                    sensor: d.sensor.clone(),
+                    down: None,
+                    failures: 0,
+                    at: now,
+                });
+                *reported = Some(true);
+            }
+            *failures = 0;
+            self.status.set_up(true);
+        }
+        Some(batch)
+    }
+}
+
+fn count_reconnects(status: &DeviceStatus, before: u64, after: u64) {
+    // The first connection is not a reconnect.
+    let new = after - before;
+    let re = if before == 0 { new.saturating_sub(1) } else { new };
+    if re > 0 {
+        status.reconnects.fetch_add(re, Ordering::Relaxed);
+        metrics::counter!("citygate_modbus_reconnects_total").increment(re);
+    }
+}
