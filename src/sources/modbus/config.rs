@@ -106,8 +106,9 @@ pub enum FieldType {
     F64,
     /// One bit: a coil, a discrete input, or bit `bit` (0 = least significant) of a register.
     Bit,
-    /// ASCII text over `length` registers, two characters per register; trailing NULs and
-    /// spaces are trimmed. Only for `tag` fields.
+    /// ASCII text over `length` registers, two characters per register, the first in the
+    /// high byte (BADC and DCBA swap the two; registers are never reordered); trailing NULs
+    /// and spaces are trimmed. Only for `tag` fields.
     String,
 }
 
@@ -247,6 +248,7 @@ pub struct FieldConfig {
     /// The reading is `raw * scale + offset`.
     #[serde(default = "one")]
     pub scale: f64,
+    /// Added after scaling (see `scale`).
     #[serde(default)]
     pub offset: f64,
 }
