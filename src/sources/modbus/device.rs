@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use compact_str::CompactString;
 
-use crate::codec::modbus::{decode, RegisterValue};
+use crate::codec::modbus::RegisterValue;
 use crate::model::{DeadLetter, Reading, Tags, TimestampMs, TsSource};
 
 use super::config::Table;
@@ -73,41 +73,19 @@ impl Device {
             };
             for &i in &req.fields {
                 let f = &self.fields[i];
-                let off = usize::from(f.address - req.address);
-                let n = usize::from(f.count);
                 let decoded = match &words {
-                    Words::Bits(bits) => match bits.get(off) {
-                        Some(b) => Ok(RegisterValue::Number(if *b { 1.0 } else { 0.0 })),
-                        None => {
-                            let why = "the response is shorter than the request".to_string();
-                            poll.dead_letters.push(self.dead_letter(
-                                i,
-                                req,
-                                "modbus_bad_response",
-                                why,
-                                now,
-                            ));
-                            continue;
-                        }
-                    },
-                    Words::Registers(regs) => match regs.get(off..off + n) {
-                        Some(slice) => decode(slice, f.ty, f.order, f.bit),
-                        None => {
-                            let why = "the response is shorter than the request".to_string();
-                            poll.dead_letters.push(self.dead_letter(
-                                i,
-                                req,
-                                "modbus_bad_response",
-                                why,
-                                now,
-                            ));
-                            continue;
-                        }
-                    },
+                    Words::Bits(bits) => req.slice(f, bits).map(|b| f.decode_bits(b)),
+                    Words::Registers(regs) => req.slice(f, regs).map(|r| f.decode_words(r)),
+                };
+                let Some(decoded) = decoded else {
+                    let why = "the response is shorter than the request".to_string();
+                    poll.dead_letters
+                        .push(self.dead_letter(i, req, "modbus_bad_response", why, now));
+                    continue;
                 };
                 match (decoded, &f.target) {
-                    (Ok(RegisterValue::Number(raw)), Target::Metric(_)) => {
-                        values.push((i, raw * f.scale + f.offset));
+                    (Ok(RegisterValue::Number(value)), Target::Metric(_)) => {
+                        values.push((i, value));
                     }
                     (Ok(RegisterValue::Text(text)), Target::Tag(name)) => {
                         strings.push((name.clone(), text.into()));
