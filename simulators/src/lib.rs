@@ -21,6 +21,8 @@
 //! - [`payload`]: JSON writing and [`bad_payloads`] for tests
 //! - [`http`]: a tiny blocking HTTP/1.1 POST client used by the binary
 //! - [`mqtt`]: MQTT load generation and a counting subscriber, for benchmarks
+//! - [`modbus`]: Modbus TCP/RTU device simulator (the example meters, sonde and gas detectors),
+//!   with fault injection and a request log
 
 pub mod catalog;
 pub mod fleet;
@@ -28,6 +30,7 @@ mod geo;
 pub mod http;
 pub mod incidents;
 mod kinds;
+pub mod modbus;
 pub mod mqtt;
 pub mod payload;
 mod rng;

@@ -1,11 +1,12 @@
-//! `citygate-sim`: run a simulated sensor fleet against citygate, or print it.
+//! `citygate-sim`: run a simulated sensor fleet against citygate, or print it; serve simulated
+//! Modbus devices.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use citygate_sim::http::HttpTarget;
-use citygate_sim::{bad_payloads, mqtt, Fleet, FleetConfig, SimSensor};
+use citygate_sim::{bad_payloads, modbus, mqtt, Fleet, FleetConfig, SimSensor};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -32,6 +33,97 @@ enum Command {
     Load(LoadArgs),
     /// Subscribe and count messages until N have arrived, and print the delivery rate.
     SubscribeRate(SubscribeArgs),
+    /// Serve the example Modbus devices (config/examples/modbus/*.toml) over Modbus TCP
+    /// and/or RTU, with optional fault injection.
+    Modbus(ModbusArgs),
+}
+
+const MODBUS_HELP: &str = "\
+Units (the unit ids of config/examples/modbus/*.toml):
+  1  three-phase electricity meter  input registers, f32 ABCD; serial string at holding 64512
+  2  water meter                    holding 0 (\"40001\") u32 CDAB litres, 2 flow, 3 status bits
+  3  water-quality sonde            holding 0..11, f32 CDAB (manual numbers them from 1)
+  4, 5  gas detectors               input 0 LEL, 1 H2S (tenths), discrete input 0 fault
+
+--values fixed serves the test values listed in simulators/README.md (230.5 V, ...);
+--values live changes them every second (load curve, counters that only go up, drift).
+
+Fault spec (--fault, repeatable; comma-separated, unit required):
+  unit=3,exception=0x02,addr=0..10   exception 0x02 for requests touching addresses 0..9
+       [,table=holding|input|coil|discrete_input]   (addr: A..B half open, A..=B, or A)
+  unit=1,delay=1500ms                answer every request 1.5 s late (also: 2s)
+  unit=2,drop=next | drop=5          close the TCP connection on the next / every 5th request
+  unit=3,order=ABCD                  serve multi-register values in another word order
+  unit=5,silent                      never answer unit 5
+
+Examples:
+  citygate-sim modbus --listen 127.0.0.1:5020
+  citygate-sim modbus --listen 127.0.0.1:5020 --values live --fault 'unit=5,silent'
+  socat -d -d pty,raw,echo=0,link=/tmp/ttyS pty,raw,echo=0,link=/tmp/ttyM &
+  citygate-sim modbus --rtu /tmp/ttyS --baud 9600 --parity none
+  mbpoll -m rtu -b 9600 -P none -a 1 -t 3:float -B -r 1 -c 2 -1 /tmp/ttyM";
+
+#[derive(Args)]
+#[command(after_help = MODBUS_HELP)]
+struct ModbusArgs {
+    /// Modbus TCP address to listen on; every unit answers behind it, as behind a Modbus TCP
+    /// gateway. Default 127.0.0.1:5020 unless --rtu is given.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Also (or only) serve Modbus RTU on this serial device, e.g. /dev/ttyUSB0 or one end of
+    /// a socat pty pair.
+    #[arg(long)]
+    rtu: Option<String>,
+    /// RTU baud rate.
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// RTU parity: none, even or odd.
+    #[arg(long, default_value = "none")]
+    parity: modbus::Parity,
+    /// RTU data bits: 7 or 8.
+    #[arg(long, default_value_t = 8)]
+    data_bits: u8,
+    /// RTU stop bits: 1 or 2.
+    #[arg(long, default_value_t = 1)]
+    stop_bits: u8,
+    /// fixed: the documented test values; live: realistic values changing every second.
+    #[arg(long, value_enum, default_value_t = ValueMode::Fixed)]
+    values: ValueMode,
+    /// PRNG seed of the live values.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Inject a fault, e.g. 'unit=3,exception=0x02,addr=0..10' (see below). Repeatable.
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_fault)]
+    faults: Vec<(u8, modbus::Faults)>,
+    /// Add a plain unit for tests: UNIT=COUNT serves holding registers 0..COUNT, each holding
+    /// its own address (e.g. 10=300). Repeatable.
+    #[arg(long = "counting-unit", value_name = "UNIT=COUNT", value_parser = parse_counting_unit)]
+    counting_units: Vec<(u8, u16)>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ValueMode {
+    Fixed,
+    Live,
+}
+
+fn parse_fault(s: &str) -> Result<(u8, modbus::Faults), String> {
+    modbus::parse_fault_spec(s).map_err(|e| e.reason)
+}
+
+fn parse_counting_unit(s: &str) -> Result<(u8, u16), String> {
+    let (unit, count) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: want UNIT=COUNT, e.g. 10=300"))?;
+    let unit = unit
+        .trim()
+        .parse()
+        .map_err(|e| format!("unit {unit:?}: {e}"))?;
+    let count = count
+        .trim()
+        .parse()
+        .map_err(|e| format!("count {count:?}: {e}"))?;
+    Ok((unit, count))
 }
 
 #[derive(Args)]
@@ -158,6 +250,7 @@ fn main() -> ExitCode {
         }
         Command::Load(args) => report(run_load(args)),
         Command::SubscribeRate(args) => report(run_subscribe(args)),
+        Command::Modbus(args) => report(runtime().and_then(|rt| rt.block_on(run_modbus(args)))),
     }
 }
 
@@ -249,6 +342,83 @@ fn run_subscribe(args: SubscribeArgs) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+async fn run_modbus(args: ModbusArgs) -> Result<(), String> {
+    let sim = modbus::example_sim();
+    for (unit, count) in &args.counting_units {
+        sim.add_unit(*unit, modbus::Bank::counting(*count));
+    }
+    let mut faults: std::collections::BTreeMap<u8, modbus::Faults> = Default::default();
+    for (unit, f) in args.faults {
+        faults.entry(unit).or_default().merge(f);
+    }
+    for (unit, f) in faults {
+        if !sim.set_faults(unit, f) {
+            return Err(format!(
+                "--fault names unit {unit}, which is not served (units: {:?})",
+                sim.units()
+            ));
+        }
+    }
+    let _live =
+        matches!(args.values, ValueMode::Live).then(|| modbus::spawn_live(sim.clone(), args.seed));
+
+    let listen = match (args.listen, &args.rtu) {
+        (None, None) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 5020))),
+        (listen, _) => listen,
+    };
+    let tcp = match listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            eprintln!(
+                "citygate-sim: Modbus TCP on {addr}, units {:?}",
+                sim.units()
+            );
+            Some(modbus::serve_tcp(listener, sim.clone()))
+        }
+        None => None,
+    };
+    let rtu = match &args.rtu {
+        Some(path) => {
+            let settings = modbus::SerialSettings {
+                baud: args.baud,
+                parity: args.parity,
+                data_bits: args.data_bits,
+                stop_bits: args.stop_bits,
+            };
+            let server =
+                modbus::serve_rtu(path, &settings, sim.clone()).map_err(|e| e.to_string())?;
+            eprintln!(
+                "citygate-sim: Modbus RTU on {path} at {} baud, units {:?}",
+                args.baud,
+                sim.units()
+            );
+            Some(server)
+        }
+        None => None,
+    };
+    let until_ended = |server: Option<modbus::ServerHandle>| async move {
+        match server {
+            Some(s) => s.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    // Dropping a server's handle (when another branch wins) stops it.
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal.map_err(|e| format!("cannot wait for Ctrl-C: {e}")),
+        ended = until_ended(tcp) => Err(format!("Modbus TCP server ended: {}", describe_end(ended))),
+        ended = until_ended(rtu) => Err(format!("Modbus RTU server ended: {}", describe_end(ended))),
+    }
+}
+
+fn describe_end(ended: Result<(), modbus::ServeError>) -> String {
+    match ended {
+        Ok(()) => "the line closed".into(),
+        Err(e) => e.to_string(),
+    }
 }
 
 fn config(shape: &FleetShape, start_ms: i64) -> FleetConfig {
