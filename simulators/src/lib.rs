@@ -23,6 +23,7 @@
 //! - [`mqtt`]: MQTT load generation and a counting subscriber, for benchmarks
 //! - [`modbus`]: Modbus TCP/RTU device simulator (the example meters, sonde and gas detectors),
 //!   with fault injection and a request log
+//! - [`pty`]: a socat pseudo-terminal pair for serial tests
 
 pub mod catalog;
 pub mod fleet;
@@ -31,6 +32,7 @@ pub mod http;
 pub mod incidents;
 mod kinds;
 pub mod modbus;
+pub mod pty;
 pub mod mqtt;
 pub mod payload;
 mod rng;

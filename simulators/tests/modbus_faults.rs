@@ -298,7 +298,7 @@ async fn stopping_the_server_closes_its_connections() {
 
 #[tokio::test]
 async fn faults_over_rtu_exception_and_silence() {
-    let pty = PtyPair::new();
+    let pty = PtyPair::new().expect("a socat pty pair");
     let sim = example_sim();
     sim.set_faults(
         METER_UNIT,

@@ -128,7 +128,7 @@ async fn mbpoll_sees_an_injected_exception_and_the_rest_of_the_unit_still_answer
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mbpoll_reads_the_documented_values_over_rtu() {
-    let pty = PtyPair::new();
+    let pty = PtyPair::new().expect("a socat pty pair");
     let sim = example_sim();
     let settings = SerialSettings {
         baud: 9600,

@@ -2,10 +2,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use citygate_sim::modbus::{serve_tcp, ServerHandle, Sim};
 
@@ -18,70 +15,7 @@ pub async fn tcp_server(sim: &Sim) -> (ServerHandle, SocketAddr) {
     (serve_tcp(listener, sim.clone()), addr)
 }
 
-/// Two connected pseudo-terminals made by socat; killed and cleaned up on drop.
-pub struct PtyPair {
-    socat: Child,
-    dir: PathBuf,
-    /// The end the simulator serves.
-    pub server: PathBuf,
-    /// The end a client opens.
-    pub client: PathBuf,
-}
-
-impl PtyPair {
-    pub fn new() -> PtyPair {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "citygate-sim-pty-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the pty directory");
-        let (server, client) = (dir.join("server"), dir.join("client"));
-        let end = |p: &Path| format!("pty,raw,echo=0,link={}", p.display());
-        let socat = match Command::new("socat")
-            .args(["-d", "-d", &end(&server), &end(&client)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                panic!("socat is not installed: install with: apt-get install socat")
-            }
-            Err(e) => panic!("cannot start socat: {e}"),
-        };
-        let pair = PtyPair {
-            socat,
-            dir,
-            server,
-            client,
-        };
-        // socat creates the links once both ptys are open.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(pair.server.exists() && pair.client.exists()) {
-            assert!(Instant::now() < deadline, "socat made no pty pair in 10 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        pair
-    }
-
-    pub fn server_path(&self) -> String {
-        self.server.display().to_string()
-    }
-
-    pub fn client_path(&self) -> String {
-        self.client.display().to_string()
-    }
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.socat.kill();
-        let _ = self.socat.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+pub use citygate_sim::pty::PtyPair;
 
 /// What one run of mbpoll printed.
 #[derive(Debug)]
