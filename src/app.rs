@@ -296,13 +296,16 @@ impl Gateway {
         let mqtt_status: Arc<[_]> = mqtt.iter().map(|s| s.status()).collect();
 
         // Modbus devices: one polling task each (config::load already checked the maps).
-        let modbus = crate::sources::modbus::start(&config.modbus, &config.catalog, ingest.clone())
-            .map_err(|problems| {
+        let modbus =
+            crate::sources::modbus::start(&config, ingest.clone()).map_err(|problems| {
                 anyhow::Error::new(crate::config::ConfigError { problems })
                     .context("cannot start the Modbus source")
             })?;
         if !config.modbus.devices.is_empty() {
-            info!(devices = config.modbus.devices.len(), "polling Modbus devices");
+            info!(
+                devices = config.modbus.devices.len(),
+                "polling Modbus devices"
+            );
         }
         let modbus_status: Arc<[_]> = modbus.status().iter().cloned().collect();
 

@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 
 use super::load::{ConfigError, ConfigProblem};
 use super::{
-    AlertsConfig, Config, GatewayConfig, HttpConfig, SensorSpec, SqliteConfig, ValidationConfig,
+    AlertsConfig, Config, GatewayConfig, HttpConfig, SensorSpec, SqliteConfig, UnknownPolicy,
+    ValidationConfig,
 };
 use crate::catalog::spec::{
     parse_hhmm, KindSpec, Levels, MetricSpec, ProfileSpec, RuleOverride, RuleSpec, ScheduleSpec,
@@ -247,7 +248,10 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
             .iter()
             .map(|(k, v)| (k.clone(), v.spec.clone()))
             .collect();
-        if let Err(problems) = crate::sources::modbus::compile(m, &specs) {
+        let unknown = validation
+            .as_ref()
+            .map_or(UnknownPolicy::Reject, |v| v.unknown_metric);
+        if let Err(problems) = crate::sources::modbus::compile(m, &specs, unknown) {
             p.0.extend(problems);
         }
         polled_sensors(&mut p, m, &kinds, &mut sensors);
@@ -302,20 +306,18 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
             Some(alerts),
             Some(broker),
             Some(modbus),
-        ) if p.0.is_empty() => {
-            Ok(Config {
-                gateway,
-                http,
-                sqlite,
-                validation,
-                alerts,
-                catalog: catalog.into_iter().map(|(k, v)| (k, v.spec)).collect(),
-                sensors,
-                broker,
-                mqtt: mqtt.into_iter().map(|(_, m)| m).collect(),
-                modbus,
-            })
-        }
+        ) if p.0.is_empty() => Ok(Config {
+            gateway,
+            http,
+            sqlite,
+            validation,
+            alerts,
+            catalog: catalog.into_iter().map(|(k, v)| (k, v.spec)).collect(),
+            sensors,
+            broker,
+            mqtt: mqtt.into_iter().map(|(_, m)| m).collect(),
+            modbus,
+        }),
         _ => Err(ConfigError { problems: p.0 }),
     }
 }

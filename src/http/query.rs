@@ -235,8 +235,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
     let modbus: Vec<_> = st.modbus.iter().map(|s| s.snapshot()).collect();
     // A broker connection or a device that is down degrades the gateway but it still serves
     // (and takes HTTP input), so the answer stays 200.
-    let status = if mqtt.iter().all(|m| m.connected) && modbus.iter().all(|d| d.state != "down")
-    {
+    let status = if mqtt.iter().all(|m| m.connected) && modbus.iter().all(|d| d.state != "down") {
         "ok"
     } else {
         "degraded"

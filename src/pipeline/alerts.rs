@@ -174,7 +174,9 @@ impl<'a> Info<'a> {
                 )),
             ),
             Message::Device { failures, detail } => {
-                format!("{sensor}: device not answering ({failures} polls failed in a row): {detail}")
+                format!(
+                    "{sensor}: device not answering ({failures} polls failed in a row): {detail}"
+                )
             }
             Message::Rule { rule } => {
                 let value = round3(self.value);

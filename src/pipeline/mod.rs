@@ -22,7 +22,9 @@ use rustc_hash::FxHashMap;
 
 use crate::catalog::{Catalog, SensorProfile};
 use crate::config::{Config, SuspectPolicy, UnknownPolicy};
-use crate::model::{Alert, AlertState, Batch, DeadLetter, DeviceHealth, Reading, Tags, TimestampMs};
+use crate::model::{
+    Alert, AlertState, Batch, DeadLetter, DeviceHealth, Reading, Tags, TimestampMs,
+};
 
 pub use alerts::{AckError, DEVICE_RULE, FAULT_RULE, OFFLINE_RULE, RESERVED_RULES};
 use alerts::{ActiveAlert, AlertRef, Slot};
@@ -247,11 +249,7 @@ impl Pipeline {
         for s in self.sensors.values() {
             let rules = s.rules.iter().map(|r| &r.active);
             let faults = s.metrics.iter().map(|m| &m.fault);
-            for a in rules
-                .chain(faults)
-                .chain([&s.offline, &s.device])
-                .flatten()
-            {
+            for a in rules.chain(faults).chain([&s.offline, &s.device]).flatten() {
                 out.push((*a.alert).clone());
             }
         }
@@ -386,14 +384,25 @@ impl Pipeline {
         let profile = state.profile.clone();
         let detail = h.down.as_deref().unwrap_or("");
         let info = alerts::Info::device(&h.sensor, &profile, h.failures, detail);
-        let target = if h.down.is_some() { info.target() } else { None };
+        let target = if h.down.is_some() {
+            info.target()
+        } else {
+            None
+        };
         let mut ctx = alerts::Ctx {
             index: &mut self.alert_index,
             dirty: &mut self.dirty,
             seq: &mut self.raise_seq,
             out,
         };
-        alerts::drive(&mut state.device, Slot::Device, target, h.at, &info, &mut ctx);
+        alerts::drive(
+            &mut state.device,
+            Slot::Device,
+            target,
+            h.at,
+            &info,
+            &mut ctx,
+        );
     }
 
     /// The deadman: raises `offline` for every sensor silent for longer than its

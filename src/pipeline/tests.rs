@@ -682,7 +682,10 @@ fn a_device_offline_alert_survives_a_restart_and_clears_on_the_first_good_poll()
     let out = device_health(&mut p, "meter", Some("connection refused"), t0());
     let mut again = pipeline_with("[sensors.meter]\nkind = \"tk\"\n");
     let restored = again.restore_alerts(out.alerts.clone(), t0() + MIN);
-    assert!(restored.is_empty(), "placed back, not resolved as an orphan");
+    assert!(
+        restored.is_empty(),
+        "placed back, not resolved as an orphan"
+    );
     assert_eq!(again.active_alerts().len(), 1);
     let out = device_health(&mut again, "meter", None, t0() + 2 * MIN);
     assert_eq!(

@@ -61,8 +61,13 @@ impl Device {
                 Ok(words) => words,
                 Err(e) if e.device_answered() => {
                     for &i in &req.fields {
-                        poll.dead_letters
-                            .push(self.dead_letter(i, req, e.reason(), e.to_string(), now));
+                        poll.dead_letters.push(self.dead_letter(
+                            i,
+                            req,
+                            e.reason(),
+                            e.to_string(),
+                            now,
+                        ));
                     }
                     continue;
                 }
@@ -79,8 +84,13 @@ impl Device {
                 };
                 let Some(decoded) = decoded else {
                     let why = "the response is shorter than the request".to_string();
-                    poll.dead_letters
-                        .push(self.dead_letter(i, req, "modbus_bad_response", why, now));
+                    poll.dead_letters.push(self.dead_letter(
+                        i,
+                        req,
+                        "modbus_bad_response",
+                        why,
+                        now,
+                    ));
                     continue;
                 };
                 match (decoded, &f.target) {
@@ -97,8 +107,13 @@ impl Device {
                             .push(self.dead_letter(i, req, "modbus_decode", why, now));
                     }
                     (Err(e), _) => {
-                        poll.dead_letters
-                            .push(self.dead_letter(i, req, e.reason(), e.to_string(), now));
+                        poll.dead_letters.push(self.dead_letter(
+                            i,
+                            req,
+                            e.reason(),
+                            e.to_string(),
+                            now,
+                        ));
                     }
                 }
             }

@@ -75,7 +75,10 @@ pub enum CallError {
 impl CallError {
     /// Whether the device itself answered (so the poll does not count as failed).
     pub fn device_answered(&self) -> bool {
-        matches!(self, CallError::Exception { .. } | CallError::BadResponse(_))
+        matches!(
+            self,
+            CallError::Exception { .. } | CallError::BadResponse(_)
+        )
     }
 
     /// A short stable code for metrics and dead letters.

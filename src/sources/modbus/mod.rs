@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use compact_str::CompactString;
 
 use crate::catalog::spec::KindSpec;
-use crate::config::ConfigProblem;
+use crate::config::{ConfigProblem, UnknownPolicy};
 
 pub use config::{DeviceConfig, FieldConfig, FieldType, ModbusConfig, Table, WordOrder};
 pub use device::Device;
@@ -42,10 +42,13 @@ pub struct Compiled {
 }
 
 /// Resolves maps and fields, plans the requests, and checks everything against the catalog.
+/// A metric the device's kind does not define is an error unless `unknown_metrics` is
+/// accepted (`validation.unknown_metric = "accept"`), as it is for every other source.
 /// Returns every problem found, each with its key path.
 pub fn compile(
     cfg: &ModbusConfig,
     catalog: &BTreeMap<String, KindSpec>,
+    unknown_metrics: UnknownPolicy,
 ) -> Result<Compiled, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
     let mut push = |path: String, message: String| problems.push(ConfigProblem { path, message });
@@ -88,7 +91,10 @@ pub fn compile(
         let endpoint = match link::Endpoint::parse(&d.address) {
             Ok(e) => Some(e),
             Err(why) => {
-                push(at("address"), format!("invalid address {:?}: {why}", d.address));
+                push(
+                    at("address"),
+                    format!("invalid address {:?}: {why}", d.address),
+                );
                 None
             }
         };
@@ -129,10 +135,16 @@ pub fn compile(
             push(at("offline_after_failures"), "must be at least 1".into());
         }
         if !(1..=125).contains(&d.max_registers) {
-            push(at("max_registers"), "must be from 1 to 125 (the protocol's limit)".into());
+            push(
+                at("max_registers"),
+                "must be from 1 to 125 (the protocol's limit)".into(),
+            );
         }
         if !(1..=2000).contains(&d.max_bits) {
-            push(at("max_bits"), "must be from 1 to 2000 (the protocol's limit)".into());
+            push(
+                at("max_bits"),
+                "must be from 1 to 2000 (the protocol's limit)".into(),
+            );
         }
 
         let mut fields = Vec::new();
@@ -143,7 +155,10 @@ pub fn compile(
                     let known: Vec<&str> = maps.keys().copied().collect();
                     push(
                         at("map"),
-                        format!("no map {name:?} under [modbus.maps] (known: {})", known.join(", ")),
+                        format!(
+                            "no map {name:?} under [modbus.maps] (known: {})",
+                            known.join(", ")
+                        ),
                     );
                 }
             }
@@ -174,7 +189,7 @@ pub fn compile(
                 push(at("registers"), format!("{what} is read twice"));
             }
             if let (Target::Metric(m), Some(k)) = (&f.target, kind) {
-                if !k.metrics.contains_key(m.as_str()) {
+                if !k.metrics.contains_key(m.as_str()) && unknown_metrics == UnknownPolicy::Reject {
                     let known: Vec<&str> = k.metrics.keys().map(String::as_str).collect();
                     push(
                         at("registers"),
@@ -186,7 +201,11 @@ pub fn compile(
                     );
                 }
             }
-            let limit = if f.table.is_bits() { d.max_bits } else { d.max_registers };
+            let limit = if f.table.is_bits() {
+                d.max_bits
+            } else {
+                d.max_registers
+            };
             if f.count > limit {
                 push(
                     at("registers"),
@@ -277,11 +296,11 @@ fn check_serial(s: &config::SerialConfig, at: &str, push: &mut impl FnMut(String
 
 /// Starts polling every configured device.
 pub fn start(
-    cfg: &ModbusConfig,
-    catalog: &BTreeMap<String, KindSpec>,
+    config: &crate::config::Config,
     ingest: crate::app::Ingest,
 ) -> Result<ModbusSource, Vec<ConfigProblem>> {
-    let compiled = compile(cfg, catalog)?;
+    let cfg = &config.modbus;
+    let compiled = compile(cfg, &config.catalog, config.validation.unknown_metric)?;
     Ok(source::spawn(
         compiled.devices,
         &compiled.serial,

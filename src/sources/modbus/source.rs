@@ -70,10 +70,9 @@ pub fn spawn(
     let mut status = Vec::with_capacity(devices.len());
     for device in devices {
         let handle = match &device.endpoint {
-            Endpoint::Tcp(_) => LinkHandle::Own(Link::new(
-                device.endpoint.clone(),
-                SerialConfig::default(),
-            )),
+            Endpoint::Tcp(_) => {
+                LinkHandle::Own(Link::new(device.endpoint.clone(), SerialConfig::default()))
+            }
             Endpoint::Rtu(path) => {
                 let bus = buses.entry(path.clone()).or_insert_with(|| {
                     let settings = serial.get(path).cloned().unwrap_or_default();
@@ -88,6 +87,7 @@ pub fn spawn(
             device.unit,
         ));
         status.push(st.clone());
+        st.set_tags(&device.tags);
         let task = DeviceTask {
             tags: Arc::from(device.tags.clone()),
             device,
@@ -171,6 +171,7 @@ impl DeviceTask {
     /// Polls once and builds the batch to submit. `None` when stopping.
     async fn poll_once(&mut self, failures: &mut u32, reported: &mut Reported) -> Option<Batch> {
         let now = now_ms();
+        let tags_before = self.tags.clone();
         let poll = match &mut self.link {
             LinkHandle::Own(link) => {
                 let _permit = self.permits.acquire().await.ok()?;
@@ -187,6 +188,9 @@ impl DeviceTask {
                 poll
             }
         };
+        if !Arc::ptr_eq(&tags_before, &self.tags) {
+            self.status.set_tags(&self.tags);
+        }
         self.status
             .requests
             .fetch_add(u64::from(poll.requests), Ordering::Relaxed);
@@ -251,7 +255,11 @@ impl DeviceTask {
 fn count_reconnects(status: &DeviceStatus, before: u64, after: u64) {
     // The first connection is not a reconnect.
     let new = after - before;
-    let re = if before == 0 { new.saturating_sub(1) } else { new };
+    let re = if before == 0 {
+        new.saturating_sub(1)
+    } else {
+        new
+    };
     if re > 0 {
         status.reconnects.fetch_add(re, Ordering::Relaxed);
         metrics::counter!("citygate_modbus_reconnects_total").increment(re);

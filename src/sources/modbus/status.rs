@@ -31,6 +31,7 @@ struct Last {
     poll_at: Option<TimestampMs>,
     ok_at: Option<TimestampMs>,
     error: Option<(String, TimestampMs)>,
+    tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A point-in-time copy, as `/health` shows it.
@@ -50,6 +51,9 @@ pub struct DeviceSnapshot {
     pub last_ok_at: Option<TimestampMs>,
     pub last_error: Option<String>,
     pub last_error_at: Option<TimestampMs>,
+    /// The tags its readings carry: config tags and the strings read from it (a serial
+    /// number, say).
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl DeviceStatus {
@@ -104,10 +108,20 @@ impl DeviceStatus {
         }
     }
 
+    /// Records the tags the device's readings now carry.
+    pub fn set_tags(&self, tags: &[(compact_str::CompactString, compact_str::CompactString)]) {
+        if let Ok(mut last) = self.last.lock() {
+            last.tags = tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        }
+    }
+
     pub fn snapshot(&self) -> DeviceSnapshot {
-        let (poll_at, ok_at, error) = match self.last.lock() {
-            Ok(l) => (l.poll_at, l.ok_at, l.error.clone()),
-            Err(_) => (None, None, None),
+        let (poll_at, ok_at, error, tags) = match self.last.lock() {
+            Ok(l) => (l.poll_at, l.ok_at, l.error.clone(), l.tags.clone()),
+            Err(_) => (None, None, None, Default::default()),
         };
         DeviceSnapshot {
             sensor: self.sensor.clone(),
@@ -126,6 +140,7 @@ impl DeviceStatus {
             last_ok_at: ok_at,
             last_error: error.as_ref().map(|(e, _)| e.clone()),
             last_error_at: error.map(|(_, at)| at),
+            tags,
         }
     }
 }
