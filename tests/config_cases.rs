@@ -194,3 +194,28 @@ fn single_underscore_env_vars_are_not_config() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
 }
+
+/// The example configs users copy from must load as they are, and every Modbus device in
+/// them must become a configured sensor of its kind.
+#[test]
+fn every_example_config_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/modbus");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .expect("config/examples/modbus is readable")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    for file in files {
+        let config = match load_with_env(&[Source::File(file.clone())], Some(HashMap::new())) {
+            Ok(c) => c,
+            Err(e) => panic!("{} does not load:\n{e}", file.display()),
+        };
+        assert!(!config.modbus.devices.is_empty(), "{}", file.display());
+        for d in &config.modbus.devices {
+            let listed = config.sensors.get(&d.sensor).map(|s| s.kind.as_str());
+            assert_eq!(listed, Some(d.kind.as_str()), "{}", file.display());
+        }
+    }
+}

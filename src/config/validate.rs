@@ -331,13 +331,16 @@ fn polled_sensors(
     kinds: &BTreeSet<String>,
     sensors: &mut BTreeMap<String, SensorSpec>,
 ) {
+    let listed: BTreeSet<String> = sensors.keys().cloned().collect();
     for (i, d) in m.devices.iter().enumerate() {
         match sensors.get(&d.sensor) {
-            Some(listed) if listed.kind != d.kind => p.push(
+            // A sensor polled twice is reported by the Modbus checks.
+            Some(_) if !listed.contains(&d.sensor) => {}
+            Some(spec) if spec.kind != d.kind => p.push(
                 format!("modbus.devices[{i}].kind"),
                 format!(
-                    "sensor {:?} is listed under [sensors] as a {} sensor, not {}",
-                    d.sensor, listed.kind, d.kind
+                    "sensor {:?} is listed under [sensors] with kind {}, not {}",
+                    d.sensor, spec.kind, d.kind
                 ),
             ),
             // An unknown kind is reported against the device already.

@@ -163,12 +163,14 @@ pub fn compile(
                 }
             }
         }
-        fields.extend(resolve_fields(
+        let own_fields = resolve_fields(
             &d.registers,
             d.address_base,
             &format!("modbus.devices[{i}]"),
             &mut push,
-        ));
+        );
+        let own = own_fields.len();
+        fields.extend(own_fields);
         if fields.is_empty() && d.map.is_none() {
             push(
                 at("registers"),
@@ -176,7 +178,13 @@ pub fn compile(
             );
         }
         let mut seen: std::collections::HashSet<(bool, &str)> = Default::default();
-        for f in &fields {
+        let from_map = fields.len() - own;
+        for (j, f) in fields.iter().enumerate() {
+            // Say where the field came from: the shared map or the device's own list.
+            let origin = match (&d.map, j < from_map) {
+                (Some(name), true) => (at("map"), format!("map {name:?} reads ")),
+                _ => (at("registers"), String::new()),
+            };
             let key = match &f.target {
                 Target::Metric(m) => (true, m.as_str()),
                 Target::Tag(t) => (false, t.as_str()),
@@ -192,9 +200,10 @@ pub fn compile(
                 if !k.metrics.contains_key(m.as_str()) && unknown_metrics == UnknownPolicy::Reject {
                     let known: Vec<&str> = k.metrics.keys().map(String::as_str).collect();
                     push(
-                        at("registers"),
+                        origin.0,
                         format!(
-                            "{} has no metric {m:?} (known: {})",
+                            "{}metric {m:?}, which {} does not have (known: {})",
+                            origin.1,
                             d.kind,
                             known.join(", ")
                         ),
