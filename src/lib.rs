@@ -1,13 +1,15 @@
 //! citygate: a smart-city sensor ingestion gateway.
 //!
-//! Field devices' readings come in (HTTP today; MQTT and Modbus next), are decoded, validated,
-//! checked against threshold rules, stored, and raise alerts for operators.
+//! Field devices' readings come in (over HTTP, MQTT, or polled over Modbus TCP/RTU), are
+//! decoded, validated, checked against threshold rules, stored, and raise alerts for operators.
 //!
 //! # Layout
 //! - [`config`]: typed config in three layers (defaults, file, env), validated all at once.
 //! - [`model`]: `Reading`, `Batch`, `Alert` and friends: the data that flows.
 //! - [`catalog`]: sensor kinds, metrics, units, ranges and default rules, compiled for lookup.
-//! - [`codec`]: payload decoders (JSON, SenML, line protocol, bare values), each with its own errors.
+//! - [`codec`]: payload decoders (JSON, SenML, line protocol, bare values) and Modbus register
+//!   decoding, each with its own errors.
+//! - [`sources`]: MQTT connections and Modbus polling, each feeding batches to the pipeline.
 //! - [`pipeline`]: pure synchronous validation, rules and the alert lifecycle; no I/O.
 //! - [`sinks`]: where readings, alerts and dead letters are committed (SQLite today).
 //! - [`http`]: the axum API: ingest, queries, health.
