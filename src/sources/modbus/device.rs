@@ -164,9 +164,7 @@ impl Device {
         let mut attempt = 0;
         loop {
             poll.requests += 1;
-            let result = link
-                .read(self.unit, req.table, req.address, req.count, self.timeout)
-                .await;
+            let result = link.read(self.unit, req, self.timeout).await;
             if let Some(delay) = link.frame_delay() {
                 tokio::time::sleep(delay).await;
             }

@@ -12,6 +12,7 @@ use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
 use super::config::{Parity, SerialConfig, Table};
+use super::plan::ReadRequest;
 
 /// Where a link goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -196,17 +197,15 @@ impl Link {
             .ok_or_else(|| CallError::Transport("not connected".into()))
     }
 
-    /// Reads `count` registers or bits of `table` from `unit`, within `timeout` (connecting
-    /// included). Any failure but an exception drops the connection.
+    /// Runs one read request against `unit`, within `timeout` (connecting included). Any
+    /// failure but an exception drops the connection.
     pub async fn read(
         &mut self,
         unit: u8,
-        table: Table,
-        address: u16,
-        count: u16,
+        req: &ReadRequest,
         timeout: Duration,
     ) -> Result<Words, CallError> {
-        let result = self.read_inner(unit, table, address, count, timeout).await;
+        let result = self.read_inner(unit, req, timeout).await;
         if let Err(e) = &result {
             if !matches!(e, CallError::Exception { .. }) {
                 self.reset();
@@ -218,11 +217,15 @@ impl Link {
     async fn read_inner(
         &mut self,
         unit: u8,
-        table: Table,
-        address: u16,
-        count: u16,
+        req: &ReadRequest,
         timeout: Duration,
     ) -> Result<Words, CallError> {
+        let ReadRequest {
+            table,
+            address,
+            count,
+            ..
+        } = *req;
         let started = tokio::time::Instant::now();
         let ctx = self.connect(timeout).await?;
         ctx.set_slave(Slave(unit));
