@@ -36,6 +36,9 @@ enum Command {
     /// Serve the example Modbus devices (config/examples/modbus/*.toml) over Modbus TCP
     /// and/or RTU, with optional fault injection.
     Modbus(ModbusArgs),
+    /// Read one Modbus unit back to back over one TCP connection for a while, and print the
+    /// requests answered per second: the round-trip limit of that socket, for benchmarks.
+    ModbusRtt(ModbusRttArgs),
 }
 
 const MODBUS_HELP: &str = "\
@@ -61,15 +64,20 @@ Examples:
   citygate-sim modbus --listen 127.0.0.1:5020 --values live --fault 'unit=5,silent'
   socat -d -d pty,raw,echo=0,link=/tmp/ttyS pty,raw,echo=0,link=/tmp/ttyM &
   citygate-sim modbus --rtu /tmp/ttyS --baud 9600 --parity none
-  mbpoll -m rtu -b 9600 -P none -a 1 -t 3:float -B -r 1 -c 2 -1 /tmp/ttyM";
+  mbpoll -m rtu -b 9600 -P none -a 1 -t 3:float -B -r 1 -c 2 -1 /tmp/ttyM
+
+Many devices, for benchmarks (one port serves at most 247 unit ids):
+  citygate-sim modbus --listen 127.0.0.1:5021 --listen 127.0.0.1:5022 \
+      --counting-units 200 --counting-registers 20
+  (each port: its own units 1..=200, holding registers 0..20 each holding its own address)";
 
 #[derive(Args)]
 #[command(after_help = MODBUS_HELP)]
 struct ModbusArgs {
     /// Modbus TCP address to listen on; every unit answers behind it, as behind a Modbus TCP
-    /// gateway. Default 127.0.0.1:5020 unless --rtu is given.
+    /// gateway. Repeatable. Default 127.0.0.1:5020 unless --rtu is given.
     #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
+    listen: Vec<std::net::SocketAddr>,
     /// Also (or only) serve Modbus RTU on this serial device, e.g. /dev/ttyUSB0 or one end of
     /// a socat pty pair.
     #[arg(long)]
@@ -99,6 +107,36 @@ struct ModbusArgs {
     /// its own address (e.g. 10=300). Repeatable.
     #[arg(long = "counting-unit", value_name = "UNIT=COUNT", value_parser = parse_counting_unit)]
     counting_units: Vec<(u8, u16)>,
+    /// Serve N plain units instead of the example devices: units 1..=N behind every --listen
+    /// (and --rtu), each server with units of its own, each unit with --counting-registers
+    /// holding registers holding their own addresses. For benchmarks with many devices.
+    #[arg(long = "counting-units", value_name = "N", value_parser = clap::value_parser!(u8).range(1..=247))]
+    counting_units_each: Option<u8>,
+    /// Holding registers of each --counting-units unit.
+    #[arg(long, value_name = "COUNT", default_value_t = 20)]
+    counting_registers: u16,
+}
+
+#[derive(Args)]
+struct ModbusRttArgs {
+    /// The Modbus TCP server, e.g. 127.0.0.1:5020.
+    #[arg(long)]
+    connect: std::net::SocketAddr,
+    /// Unit id to read.
+    #[arg(long, default_value_t = 1)]
+    unit: u8,
+    /// First holding register read.
+    #[arg(long, default_value_t = 0)]
+    address: u16,
+    /// Holding registers per request (at most 125).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=125))]
+    registers: u16,
+    /// How long to read, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -251,6 +289,7 @@ fn main() -> ExitCode {
         Command::Load(args) => report(run_load(args)),
         Command::SubscribeRate(args) => report(run_subscribe(args)),
         Command::Modbus(args) => report(runtime().and_then(|rt| rt.block_on(run_modbus(args)))),
+        Command::ModbusRtt(args) => report(run_modbus_rtt(args)),
     }
 }
 
@@ -344,14 +383,25 @@ fn run_subscribe(args: SubscribeArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_modbus(args: ModbusArgs) -> Result<(), String> {
-    let sim = modbus::example_sim();
+/// The units one server answers for: the example devices, or with --counting-units a
+/// fresh set of plain units (so every port has units 1..=N of its own).
+fn modbus_sim(args: &ModbusArgs) -> Result<modbus::Sim, String> {
+    let sim = match args.counting_units_each {
+        Some(n) => {
+            let sim = modbus::Sim::new();
+            for unit in 1..=n {
+                sim.add_unit(unit, modbus::Bank::counting(args.counting_registers));
+            }
+            sim
+        }
+        None => modbus::example_sim(),
+    };
     for (unit, count) in &args.counting_units {
         sim.add_unit(*unit, modbus::Bank::counting(*count));
     }
     let mut faults: std::collections::BTreeMap<u8, modbus::Faults> = Default::default();
-    for (unit, f) in args.faults {
-        faults.entry(unit).or_default().merge(f);
+    for (unit, f) in &args.faults {
+        faults.entry(*unit).or_default().merge(f.clone());
     }
     for (unit, f) in faults {
         if !sim.set_faults(unit, f) {
@@ -361,57 +411,132 @@ async fn run_modbus(args: ModbusArgs) -> Result<(), String> {
             ));
         }
     }
-    let _live =
-        matches!(args.values, ValueMode::Live).then(|| modbus::spawn_live(sim.clone(), args.seed));
+    Ok(sim)
+}
 
-    let listen = match (args.listen, &args.rtu) {
-        (None, None) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 5020))),
-        (listen, _) => listen,
-    };
-    let tcp = match listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            eprintln!(
-                "citygate-sim: Modbus TCP on {addr}, units {:?}",
-                sim.units()
-            );
-            Some(modbus::serve_tcp(listener, sim.clone()))
-        }
-        None => None,
-    };
-    let rtu = match &args.rtu {
-        Some(path) => {
-            let settings = modbus::SerialSettings {
-                baud: args.baud,
-                parity: args.parity,
-                data_bits: args.data_bits,
-                stop_bits: args.stop_bits,
-            };
-            let server =
-                modbus::serve_rtu(path, &settings, sim.clone()).map_err(|e| e.to_string())?;
-            eprintln!(
-                "citygate-sim: Modbus RTU on {path} at {} baud, units {:?}",
-                args.baud,
-                sim.units()
-            );
-            Some(server)
-        }
-        None => None,
-    };
-    let until_ended = |server: Option<modbus::ServerHandle>| async move {
-        match server {
-            Some(s) => s.wait().await,
-            None => std::future::pending().await,
+/// A short list of unit ids for the log line: a thousand of them say nothing.
+fn describe_units(units: &[u8]) -> String {
+    match units {
+        [first, .., last] if units.len() > 8 => format!("{} units, {first}..={last}", units.len()),
+        _ => format!("units {units:?}"),
+    }
+}
+
+async fn run_modbus(args: ModbusArgs) -> Result<(), String> {
+    // Without --counting-units every server shares the example devices (and their live
+    // values); with it each server gets units of its own.
+    if args.counting_units_each.is_some() && matches!(args.values, ValueMode::Live) {
+        return Err(
+            "--values live changes the example devices, which --counting-units leaves out".into(),
+        );
+    }
+    let shared = modbus_sim(&args)?;
+    let sim_for_server = || -> Result<modbus::Sim, String> {
+        if args.counting_units_each.is_some() {
+            modbus_sim(&args)
+        } else {
+            Ok(shared.clone())
         }
     };
-    // Dropping a server's handle (when another branch wins) stops it.
+    let _live = matches!(args.values, ValueMode::Live)
+        .then(|| modbus::spawn_live(shared.clone(), args.seed));
+
+    let listen = if args.listen.is_empty() && args.rtu.is_none() {
+        vec![std::net::SocketAddr::from(([127, 0, 0, 1], 5020))]
+    } else {
+        args.listen.clone()
+    };
+    let mut servers = Vec::new();
+    for addr in listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let sim = sim_for_server()?;
+        eprintln!(
+            "citygate-sim: Modbus TCP on {addr}, {}",
+            describe_units(&sim.units())
+        );
+        servers.push((
+            format!("Modbus TCP server on {addr}"),
+            modbus::serve_tcp(listener, sim),
+        ));
+    }
+    if let Some(path) = &args.rtu {
+        let settings = modbus::SerialSettings {
+            baud: args.baud,
+            parity: args.parity,
+            data_bits: args.data_bits,
+            stop_bits: args.stop_bits,
+        };
+        let sim = sim_for_server()?;
+        let units = describe_units(&sim.units());
+        let server = modbus::serve_rtu(path, &settings, sim).map_err(|e| e.to_string())?;
+        eprintln!(
+            "citygate-sim: Modbus RTU on {path} at {} baud, {units}",
+            args.baud
+        );
+        servers.push((format!("Modbus RTU server on {path}"), server));
+    }
+    // The first server to end ends the run; dropping the set aborts the other waits, and
+    // with them their handles, which stops those servers.
+    let mut waits = tokio::task::JoinSet::new();
+    for (name, server) in servers {
+        waits.spawn(async move { (name, server.wait().await) });
+    }
+    let until_one_ends = async move {
+        match waits.join_next().await {
+            Some(Ok((name, ended))) => format!("{name} ended: {}", describe_end(ended)),
+            Some(Err(e)) => format!("a server task failed: {e}"),
+            None => "no server to run".to_string(),
+        }
+    };
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.map_err(|e| format!("cannot wait for Ctrl-C: {e}")),
-        ended = until_ended(tcp) => Err(format!("Modbus TCP server ended: {}", describe_end(ended))),
-        ended = until_ended(rtu) => Err(format!("Modbus RTU server ended: {}", describe_end(ended))),
+        why = until_one_ends => Err(why),
     }
+}
+
+fn run_modbus_rtt(args: ModbusRttArgs) -> Result<(), String> {
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        return Err(format!(
+            "--seconds {}: want a positive number",
+            args.seconds
+        ));
+    }
+    let opts = modbus::RttOptions {
+        addr: args.connect,
+        unit: args.unit,
+        address: args.address,
+        count: args.registers,
+        duration: Duration::from_secs_f64(args.seconds),
+    };
+    let r = runtime()?
+        .block_on(modbus::round_trips(&opts))
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "requests": r.requests,
+                "seconds": r.seconds,
+                "rate": r.rate(),
+                "mean_rtt_us": r.mean_rtt_us(),
+                "unit": opts.unit,
+                "registers": opts.count,
+            })
+        );
+    } else {
+        println!(
+            "{} reads of {} registers from unit {} in {:.2} s: {:.0} requests/s, {:.1} µs per round trip",
+            r.requests,
+            opts.count,
+            opts.unit,
+            r.seconds,
+            r.rate(),
+            r.mean_rtt_us()
+        );
+    }
+    Ok(())
 }
 
 fn describe_end(ended: Result<(), modbus::ServeError>) -> String {

@@ -20,12 +20,14 @@
 //! - `sim`: [`Sim`], the shared units, their faults and request logs
 //! - `devices`: the example devices and their fixed values; `live`: their live values
 //! - `server`: [`serve_tcp`], [`serve_rtu`], [`ServerHandle`]
+//! - `rtt`: [`round_trips`], a bare client's back-to-back reads, for benchmarks
 
 mod bank;
 mod devices;
 mod encode;
 mod faults;
 mod live;
+mod rtt;
 mod server;
 mod sim;
 
@@ -37,6 +39,7 @@ pub use devices::{
 pub use encode::{encode, encode_string, Table, ValueType, WordOrder};
 pub use faults::{parse_fault_spec, DropFault, ExceptionFault, FaultSpecError, Faults};
 pub use live::{spawn_live, LiveDevices, LiveUpdates};
+pub use rtt::{round_trips, RttError, RttOptions, RttReport};
 pub use server::{serve_rtu, serve_tcp, Parity, SerialSettings, ServeError, ServerHandle};
 pub use sim::{LoggedRequest, Sim};
 /// Re-exported so callers name exception codes without their own tokio-modbus dependency.
