@@ -244,14 +244,12 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         Some(v) => p.de("modbus", v),
     };
     if let Some(m) = &modbus {
-        let specs: BTreeMap<String, KindSpec> = catalog
-            .iter()
-            .map(|(k, v)| (k.clone(), v.spec.clone()))
-            .collect();
         let unknown = validation
             .as_ref()
             .map_or(UnknownPolicy::Reject, |v| v.unknown_metric);
-        if let Err(problems) = crate::sources::modbus::compile(m, &specs, unknown) {
+        if let Err(problems) =
+            crate::sources::modbus::compile(m, catalog.iter().map(|(k, v)| (k, &v.spec)), unknown)
+        {
             p.0.extend(problems);
         }
         polled_sensors(&mut p, m, &kinds, &mut sensors);

@@ -45,11 +45,12 @@ pub struct Compiled {
 /// A metric the device's kind does not define is an error unless `unknown_metrics` is
 /// accepted (`validation.unknown_metric = "accept"`), as it is for every other source.
 /// Returns every problem found, each with its key path.
-pub fn compile(
+pub fn compile<'a>(
     cfg: &ModbusConfig,
-    catalog: &BTreeMap<String, KindSpec>,
+    catalog: impl Iterator<Item = (&'a String, &'a KindSpec)>,
     unknown_metrics: UnknownPolicy,
 ) -> Result<Compiled, Vec<ConfigProblem>> {
+    let catalog: BTreeMap<&str, &KindSpec> = catalog.map(|(k, v)| (k.as_str(), v)).collect();
     let mut problems = Vec::new();
     let mut push = |path: String, message: String| problems.push(ConfigProblem { path, message });
     if cfg.max_concurrent == 0 {
@@ -80,9 +81,9 @@ pub fn compile(
                 ),
             );
         }
-        let kind = catalog.get(&d.kind);
+        let kind = catalog.get(d.kind.as_str());
         if kind.is_none() {
-            let known: Vec<&str> = catalog.keys().map(String::as_str).collect();
+            let known: Vec<&str> = catalog.keys().copied().collect();
             push(
                 at("kind"),
                 format!("unknown kind {:?} (known: {})", d.kind, known.join(", ")),
@@ -309,7 +310,7 @@ pub fn start(
     ingest: crate::app::Ingest,
 ) -> Result<ModbusSource, Vec<ConfigProblem>> {
     let cfg = &config.modbus;
-    let compiled = compile(cfg, &config.catalog, config.validation.unknown_metric)?;
+    let compiled = compile(cfg, config.catalog.iter(), config.validation.unknown_metric)?;
     Ok(source::spawn(
         compiled.devices,
         &compiled.serial,

@@ -146,12 +146,9 @@ impl DeviceTask {
             }
             // Offline devices are polled less often: interval × 2, 4, 8... up to backoff_max.
             let step = if reported == Some(false) {
-                let doublings = failures
-                    .saturating_sub(self.device.offline_after_failures)
-                    .min(16);
+                let doublings = failures.saturating_sub(self.device.offline_after_failures) + 1;
                 interval
-                    .saturating_mul(1 << doublings.min(20))
-                    .saturating_mul(2)
+                    .saturating_mul(1 << doublings.min(16))
                     .min(self.device.backoff_max.max(interval))
             } else {
                 interval
@@ -172,22 +169,22 @@ impl DeviceTask {
     async fn poll_once(&mut self, failures: &mut u32, reported: &mut Reported) -> Option<Batch> {
         let now = now_ms();
         let tags_before = self.tags.clone();
-        let poll = match &mut self.link {
+        // A TCP device holds one of the concurrency permits; a serial device holds its line.
+        let _permit;
+        let mut bus;
+        let link: &mut Link = match &mut self.link {
             LinkHandle::Own(link) => {
-                let _permit = self.permits.acquire().await.ok()?;
-                let before = link.connects;
-                let poll = self.device.poll(link, &mut self.tags, now).await;
-                count_reconnects(&self.status, before, link.connects);
-                poll
+                _permit = self.permits.acquire().await.ok()?;
+                link
             }
-            LinkHandle::Shared(bus) => {
-                let mut link = bus.lock().await;
-                let before = link.connects;
-                let poll = self.device.poll(&mut link, &mut self.tags, now).await;
-                count_reconnects(&self.status, before, link.connects);
-                poll
+            LinkHandle::Shared(shared) => {
+                bus = shared.lock().await;
+                &mut bus
             }
         };
+        let before = link.connects;
+        let poll = self.device.poll(link, &mut self.tags, now).await;
+        count_reconnects(&self.status, before, link.connects);
         if !Arc::ptr_eq(&tags_before, &self.tags) {
             self.status.set_tags(&self.tags);
         }
