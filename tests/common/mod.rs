@@ -6,8 +6,10 @@
 #![allow(dead_code)]
 
 pub mod gateway_bin;
+pub mod influxdb1;
 pub mod mosquitto;
 pub mod publisher;
+pub mod victoria;
 
 use std::collections::HashMap;
 use std::path::Path;
