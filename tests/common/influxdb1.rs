@@ -100,7 +100,7 @@ impl Influx1 {
             // Set by start_with_auth once the user exists.
             auth: None,
             child: None,
-            client: reqwest::Client::new(),
+            client: super::http_client(),
         };
         influx.spawn().await;
         influx

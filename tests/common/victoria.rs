@@ -79,7 +79,7 @@ impl Victoria {
             dir,
             port: free_port(),
             child: None,
-            client: reqwest::Client::new(),
+            client: super::http_client(),
         };
         vm.spawn().await;
         vm
