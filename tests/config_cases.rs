@@ -73,7 +73,12 @@ fn the_influxdb_example_config_loads() {
         Ok(c) => c,
         Err(e) => panic!("{} does not load:\n{e}", file.display()),
     };
-    let names: Vec<&str> = config.sinks.influxdb.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = config
+        .sinks
+        .influxdb
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     assert_eq!(names, ["central", "archive"]);
     assert!(!config.sqlite.store_readings);
     assert_eq!(config.outbox.max_bytes, 2 << 30);

@@ -8,6 +8,7 @@
 pub mod gateway_bin;
 pub mod influxdb1;
 pub mod mosquitto;
+pub mod process;
 pub mod publisher;
 pub mod victoria;
 
