@@ -450,7 +450,11 @@ impl Gateway {
     /// Stops taking input, lets everything already taken be committed, and returns.
     /// Every other `Ingest` handle must have been dropped for the pipeline to drain.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        // Sources first: they stop pulling and get what they already submitted acked.
+        // First, a full outbox stops holding the store thread: a source or an HTTP request
+        // waiting for room would otherwise keep the shutdown from finishing. The last batches
+        // are committed over the limit rather than lost.
+        self.outbox.close();
+        // Sources next: they stop pulling and get what they already submitted acked.
         for source in self.mqtt {
             source.stop().await;
         }
@@ -458,18 +462,22 @@ impl Gateway {
         let _ = self.stop_http.send(true);
         let _ = self.http.await;
         drop(self.ingest);
-        // A full outbox must not hold the last batches back: they are committed over the limit.
-        self.outbox.close();
-        self.pipeline.await.context("pipeline task failed")?;
+        let pipeline = self.pipeline.await.context("pipeline task failed");
         let store = self.store;
-        tokio::task::spawn_blocking(move || store.join())
+        let store = tokio::task::spawn_blocking(move || store.join())
             .await
-            .context("store thread join failed")?
-            .map_err(|_| anyhow::anyhow!("store thread panicked"))?;
-        // What the sinks have not delivered stays in the outbox for the next run.
-        for sink in self.sinks {
-            sink.stop().await;
+            .context("store thread join failed")
+            .and_then(|r| r.map_err(|_| anyhow::anyhow!("store thread panicked")));
+        // What the sinks have not delivered stays in the outbox for the next run. Every sink
+        // is told at once, so their last requests time out together.
+        for sink in &self.sinks {
+            sink.signal_stop();
         }
+        for sink in self.sinks {
+            sink.join().await;
+        }
+        pipeline?;
+        store?;
         Ok(())
     }
 }

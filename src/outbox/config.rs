@@ -38,6 +38,16 @@ pub enum Fsync {
     Checkpoint,
 }
 
+impl Fsync {
+    /// SQLite's `synchronous` setting for this policy (WAL mode).
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Fsync::Always => "FULL",
+            Fsync::Checkpoint => "NORMAL",
+        }
+    }
+}
+
 impl WhenFull {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -186,6 +186,9 @@ pub struct Entry {
     pub seq: i64,
     /// The line protocol, decompressed.
     pub text: Vec<u8>,
+    /// Set when the body cannot be decompressed (a damaged disk): why, and the stored bytes.
+    /// The sink keeps it as a dead letter and goes on; one bad entry never blocks the queue.
+    pub corrupt: Option<(String, Vec<u8>)>,
 }
 
 /// Reads the entries `from..=to`, decompressed, oldest first.
@@ -208,10 +211,14 @@ pub fn read_range(conn: &Connection, from: i64, to: i64) -> Result<Vec<Entry>, R
     for row in rows {
         let (seq, raw_len, body) = row.map_err(ReadError::Sqlite)?;
         let mut text = Vec::with_capacity(raw_len.max(0) as usize);
-        DeflateDecoder::new(body.as_slice())
-            .read_to_end(&mut text)
-            .map_err(|source| ReadError::Corrupt { seq, source })?;
-        out.push(Entry { seq, text });
+        let corrupt = match DeflateDecoder::new(body.as_slice()).read_to_end(&mut text) {
+            Ok(_) => None,
+            Err(e) => {
+                text.clear();
+                Some((e.to_string(), body))
+            }
+        };
+        out.push(Entry { seq, text, corrupt });
     }
     Ok(out)
 }
@@ -220,12 +227,6 @@ pub fn read_range(conn: &Connection, from: i64, to: i64) -> Result<Vec<Entry>, R
 pub enum ReadError {
     #[error("cannot read the outbox")]
     Sqlite(#[source] rusqlite::Error),
-    #[error("outbox entry {seq} cannot be decompressed")]
-    Corrupt {
-        seq: i64,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Records that a sink has delivered everything up to `seq`: its cursor moves, the dead

@@ -98,6 +98,27 @@ pub struct Snapshot {
     pub dropped_points: u64,
 }
 
+impl State {
+    /// Removes the entries up to and including `seq` from the index; returns their points.
+    fn pop_through(&mut self, seq: i64) -> u64 {
+        let mut points = 0;
+        while self.entries.front().is_some_and(|m| m.seq <= seq) {
+            if let Some(m) = self.entries.pop_front() {
+                self.stored -= m.stored;
+                self.points -= m.points;
+                points += m.points;
+            }
+        }
+        points
+    }
+
+    /// The entries after `cursor` (the index is in sequence order).
+    fn after(&self, cursor: i64) -> impl Iterator<Item = &Meta> {
+        let start = self.entries.partition_point(|m| m.seq <= cursor);
+        self.entries.range(start..)
+    }
+}
+
 impl Outbox {
     /// Builds the index from what is on disk and reconciles the cursors with the configured
     /// `sinks` (see [`db::reconcile_cursors`]).
@@ -111,9 +132,11 @@ impl Outbox {
             warn!(sink = %name, "a sink is no longer configured; its outbox cursor is removed");
         }
         if rec.orphaned_points > 0 {
+            metrics::counter!("citygate_outbox_dropped_points_total")
+                .increment(rec.orphaned_points);
             warn!(
                 points = rec.orphaned_points,
-                "outbox entries no configured sink needs were deleted"
+                "outbox entries no configured sink needs any more were deleted (a sink was removed from the config)"
             );
         }
         let entries: VecDeque<Meta> = db::metas(conn)?.into();
@@ -219,22 +242,19 @@ impl Outbox {
     pub fn appended(&self, meta: Meta, admit: Admit) {
         let mut st = self.lock();
         if let Some(through) = admit.drop_through {
-            while st.entries.front().is_some_and(|m| m.seq <= through) {
-                if let Some(m) = st.entries.pop_front() {
-                    st.stored -= m.stored;
-                    st.points -= m.points;
-                }
-            }
+            // Count what is really gone: a sink may have confirmed some of these meanwhile.
+            let dropped = st.pop_through(through);
             for s in st.sinks.iter_mut() {
                 *s = (*s).max(through);
             }
-            st.dropped_points += admit.dropped_points;
-            metrics::counter!("citygate_outbox_dropped_points_total")
-                .increment(admit.dropped_points);
-            warn!(
-                points = admit.dropped_points,
-                "the outbox is full and when_full = \"drop_oldest\": the oldest points were dropped"
-            );
+            if dropped > 0 {
+                st.dropped_points += dropped;
+                metrics::counter!("citygate_outbox_dropped_points_total").increment(dropped);
+                warn!(
+                    points = dropped,
+                    "the outbox is full and when_full = \"drop_oldest\": the oldest points were dropped"
+                );
+            }
         }
         st.stored += meta.stored;
         st.points += meta.points;
@@ -245,22 +265,25 @@ impl Outbox {
     }
 
     /// Called by a sink once [`db::confirm`] committed its cursor at `seq`: entries every
-    /// sink has passed leave the index, making room.
-    pub fn confirmed(&self, sink: usize, seq: i64) {
+    /// sink has passed leave the index, making room. Returns the points the sink's cursor
+    /// passed.
+    pub fn confirmed(&self, sink: usize, seq: i64) -> u64 {
         let mut st = self.lock();
-        if let Some(s) = st.sinks.get_mut(sink) {
-            *s = (*s).max(seq);
-        }
+        let Some(&cursor) = st.sinks.get(sink) else {
+            return 0;
+        };
+        let passed = st
+            .after(cursor)
+            .take_while(|m| m.seq <= seq)
+            .map(|m| m.points)
+            .sum();
+        st.sinks[sink] = cursor.max(seq);
         let floor = st.sinks.iter().copied().min().unwrap_or(i64::MAX);
-        while st.entries.front().is_some_and(|m| m.seq <= floor) {
-            if let Some(m) = st.entries.pop_front() {
-                st.stored -= m.stored;
-                st.points -= m.points;
-            }
-        }
+        st.pop_through(floor);
         self.publish_gauges(&st);
         drop(st);
         self.room.notify_all();
+        passed
     }
 
     /// A sink's cursor and the entries after it, up to `max_raw` uncompressed bytes or
@@ -270,7 +293,7 @@ impl Outbox {
         let cursor = *st.sinks.get(sink)?;
         let mut range: Option<(i64, i64)> = None;
         let (mut raw, mut lines) = (0u64, 0u64);
-        for m in st.entries.iter().filter(|m| m.seq > cursor) {
+        for m in st.after(cursor) {
             if range.is_some() && (raw + m.raw_len > max_raw || lines + m.lines > max_lines) {
                 break;
             }
@@ -291,7 +314,7 @@ impl Outbox {
             cursor,
             ..Lag::default()
         };
-        for m in st.entries.iter().filter(|m| m.seq > cursor) {
+        for m in st.after(cursor) {
             lag.entries += 1;
             lag.points += m.points;
             lag.lines += m.lines;

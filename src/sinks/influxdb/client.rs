@@ -39,6 +39,8 @@ pub enum ClientError {
     Rustls(#[from] rustls::Error),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[source] reqwest::Error),
+    #[error("the token holds characters an HTTP header cannot carry (a stray control character?)")]
+    TokenNotAHeader,
 }
 
 /// What became of one write.
@@ -157,7 +159,7 @@ impl InfluxClient {
     /// Reads the secret; builds reqwest with connect + request timeouts.
     pub fn new(cfg: &InfluxConfig) -> Result<InfluxClient, ClientError> {
         let url_err = |why: String| ClientError::Url {
-            url: cfg.url.clone(),
+            url: super::config::redact_url(&cfg.url),
             why,
         };
         let https = super::config::check_url(&cfg.url).map_err(url_err)?;
@@ -173,7 +175,12 @@ impl InfluxClient {
             InfluxApi::V2 => {
                 let source = cfg.token_source();
                 match source.read().map_err(ClientError::Token)? {
-                    Some(token) => (Auth::Token(token), describe_source("token", cfg)),
+                    Some(token) => {
+                        if HeaderValue::from_str(&format!("Token {}", token.expose())).is_err() {
+                            return Err(ClientError::TokenNotAHeader);
+                        }
+                        (Auth::Token(token), describe_source("token", cfg))
+                    }
                     None => (Auth::None, "no token".to_string()),
                 }
             }
@@ -271,6 +278,7 @@ impl InfluxClient {
         match &self.inner.auth {
             Auth::None => req,
             Auth::Token(token) => {
+                // `new` checked that the token makes a header value.
                 let mut value = HeaderValue::from_str(&format!("Token {}", token.expose()))
                     .unwrap_or_else(|_| HeaderValue::from_static("Token"));
                 value.set_sensitive(true);
@@ -328,6 +336,11 @@ impl InfluxClient {
                 message,
             },
             413 => WriteOutcome::TooLarge { message },
+            408 => WriteOutcome::Retry {
+                reason: "timeout",
+                message,
+                retry_after,
+            },
             429 => WriteOutcome::Retry {
                 reason: "throttled",
                 message,

@@ -167,7 +167,10 @@ impl InfluxConfig {
             push("name", "must not be empty".into());
         }
         match check_url(&self.url) {
-            Err(why) => push("url", format!("invalid url {:?}: {why}", self.url)),
+            Err(why) => push(
+                "url",
+                format!("invalid url {:?}: {why}", redact_url(&self.url)),
+            ),
             Ok(https) => {
                 if self.tls.is_some() && !https {
                     push(
@@ -255,6 +258,21 @@ impl InfluxConfig {
 }
 
 /// Checks a base URL; `Ok(true)` for https.
+/// The url with any `user:password@` replaced, for messages: a password typed into the url by
+/// mistake must not reach the log.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let host_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..host_end].rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
+}
+
 pub(crate) fn check_url(url: &str) -> Result<bool, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
     let https = match parsed.scheme() {
@@ -353,7 +371,7 @@ mod tests {
         assert_eq!(
             problems(&cfg),
             [
-                "sinks.influxdb[0].url: invalid url \"ftp://user:pw@h\": the scheme must be http:// or https://, not ftp://",
+                "sinks.influxdb[0].url: invalid url \"ftp://<redacted>@h\": the scheme must be http:// or https://, not ftp://",
                 "sinks.influxdb[0].org: is required with api = \"v2\"",
                 "sinks.influxdb[0].bucket: is required with api = \"v2\"",
                 "sinks.influxdb[0].token_env: api = \"v2\" needs a token: set token_env or token_file",

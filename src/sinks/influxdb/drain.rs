@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::client::{InfluxClient, WriteOutcome};
+use super::client::{CheckError, InfluxClient, WriteOutcome};
 use super::config::InfluxConfig;
 use crate::app::{error_chain, now_ms};
 use crate::backoff::Backoff;
@@ -27,6 +27,8 @@ use crate::outbox::{db, Lag, Outbox};
 
 /// The reason code of a line the store refused.
 pub const STORE_REJECTED: &str = "store_rejected";
+/// The reason code of an outbox entry that could not be decompressed.
+pub const OUTBOX_CORRUPT: &str = "outbox_corrupt";
 
 /// Longest `Retry-After` honoured as given; a larger one is cut to this.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
@@ -150,6 +152,7 @@ impl Sink {
             max_bytes: cfg.batch_max_bytes.max(1) as u64,
             flush: cfg.flush_interval.0,
             backoff: Backoff::new(cfg.retry_min.0, cfg.retry_max.0),
+            retry_min: cfg.retry_min.0,
             auth_retry: cfg.auth_retry.0,
             status: status.clone(),
             stop: stopped,
@@ -159,9 +162,14 @@ impl Sink {
         Sink { status, stop, task }
     }
 
-    /// Stops at the next safe point: what is not confirmed stays in the outbox for the next run.
-    pub async fn stop(self) {
+    /// Tells the task to stop at the next safe point: what is not confirmed stays in the
+    /// outbox for the next run. Signal every sink first, then [`Sink::join`] them, so that
+    /// their last requests run out together.
+    pub fn signal_stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    pub async fn join(self) {
         let _ = self.task.await;
     }
 }
@@ -176,6 +184,8 @@ struct Drain {
     max_bytes: u64,
     flush: Duration,
     backoff: Backoff,
+    /// The shortest wait before a retry, even when the server says `Retry-After: 0`.
+    retry_min: Duration,
     auth_retry: Duration,
     status: Arc<SinkStatus>,
     stop: watch::Receiver<bool>,
@@ -237,33 +247,32 @@ impl Drain {
                 let msg = error_chain(&e);
                 error!(sink = %self.name, store = %self.client.describe(), error = %msg,
                     "store check failed; readings wait in the outbox until it is fixed");
-                self.status.set("unreachable", Some(msg));
+                let state = match e {
+                    CheckError::BadCredentials { .. } => "auth_error",
+                    CheckError::Unreachable { .. } | CheckError::Unexpected { .. } => "unreachable",
+                    _ => "misconfigured",
+                };
+                self.status.set(state, Some(msg));
             }
         }
     }
 
     /// Delivers the entries `from..=to` and moves the cursor past them.
     async fn deliver_range(&mut self, from: i64, to: i64) -> Result<(), Stopped> {
-        let entries = loop {
-            let conn = self.conn.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                db::read_range(&conn, from, to)
+        let entries = self
+            .with_db("read the outbox", move |conn| {
+                db::read_range(conn, from, to)
             })
-            .await;
-            match read {
-                Ok(Ok(entries)) => break entries,
-                Ok(Err(e)) => {
-                    error!(sink = %self.name, error = %error_chain(&e), "cannot read the outbox; retrying");
-                }
-                Err(e) => error!(sink = %self.name, error = %e, "outbox read task failed"),
-            }
-            let delay = self.backoff.next_delay();
-            self.pause(delay).await?;
-        };
+            .await?;
         let mut dead = Vec::new();
         let mut lines: Vec<&[u8]> = Vec::new();
         for e in &entries {
+            if let Some((why, body)) = &e.corrupt {
+                error!(sink = %self.name, seq = e.seq, error = %why,
+                    "an outbox entry cannot be decompressed; kept as a dead letter");
+                dead.push(corrupt_letter(&self.name, e.seq, why, body));
+                continue;
+            }
             lines.extend(e.text.split(|b| *b == b'\n').filter(|l| !l.is_empty()));
         }
         let mut start = 0;
@@ -273,36 +282,53 @@ impl Drain {
             start = end;
         }
         let n_dead = dead.len() as u64;
+        let name = self.name.clone();
+        let raw_max = self.raw_max;
+        self.with_db("move the outbox cursor", move |conn| {
+            db::confirm(conn, &name, to, &dead, raw_max)
+        })
+        .await?;
+        // The status first: `/health` must not show the points gone but not their dead letters.
+        let mut i = self.status.lock();
+        i.dead_letters += n_dead;
+        i.last_ok_at = Some(now_ms());
+        drop(i);
+        let delivered = self.outbox.confirmed(self.index, to);
+        self.status.lock().written_points += delivered;
+        metrics::counter!("citygate_sink_points_written_total", "sink" => self.name.clone())
+            .increment(delivered);
+        Ok(())
+    }
+
+    /// Runs `op` on the sink's SQLite connection off the async threads, retrying with backoff
+    /// until it succeeds (a busy or full disk mends) or the task is stopped.
+    async fn with_db<T, E>(
+        &mut self,
+        what: &'static str,
+        op: impl Fn(&mut Connection) -> Result<T, E> + Clone + Send + 'static,
+    ) -> Result<T, Stopped>
+    where
+        T: Send + 'static,
+        E: std::error::Error + Send + 'static,
+    {
         loop {
             let conn = self.conn.clone();
-            let name = self.name.clone();
-            let raw_max = self.raw_max;
-            let letters = dead.clone();
+            let op = op.clone();
             let done = tokio::task::spawn_blocking(move || {
                 let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                db::confirm(&mut conn, &name, to, &letters, raw_max)
+                op(&mut conn)
             })
             .await;
             match done {
-                Ok(Ok(())) => break,
+                Ok(Ok(t)) => return Ok(t),
                 Ok(Err(e)) => {
-                    error!(sink = %self.name, error = %error_chain(&e), "cannot move the outbox cursor; retrying")
+                    error!(sink = %self.name, error = %error_chain(&e), "cannot {what}; retrying")
                 }
-                Err(e) => error!(sink = %self.name, error = %e, "outbox confirm task failed"),
+                Err(e) => error!(sink = %self.name, error = %e, "cannot {what}: the task failed"),
             }
             let delay = self.backoff.next_delay();
             self.pause(delay).await?;
         }
-        let points = self.outbox.lag(self.index).points;
-        self.outbox.confirmed(self.index, to);
-        let delivered = points.saturating_sub(self.outbox.lag(self.index).points);
-        metrics::counter!("citygate_sink_points_written_total", "sink" => self.name.clone())
-            .increment(delivered);
-        let mut i = self.status.lock();
-        i.written_points += delivered;
-        i.dead_letters += n_dead;
-        i.last_ok_at = Some(now_ms());
-        Ok(())
     }
 
     /// The end of the request that starts at `start`: within the line and byte limits, at
@@ -333,6 +359,9 @@ impl Drain {
     ) -> Result<(), Stopped> {
         // Halves still to write, as ranges of `lines`; the earlier half is written first.
         let mut todo = vec![(0, lines.len())];
+        // Whether a refusal is about the lines (dead-letter them) or about every request (an
+        // invalid parameter, a proxy's 400: keep everything). Asked once, when needed.
+        let mut lines_are_the_problem = false;
         let mut body = Vec::new();
         while let Some((a, b)) = todo.pop() {
             body.clear();
@@ -356,6 +385,15 @@ impl Drain {
                     }
                     WriteOutcome::Rejected { message, .. } | WriteOutcome::TooLarge { message } => {
                         self.count_error("rejected");
+                        if b - a == 1 && !lines_are_the_problem {
+                            match self.request_level_refusal(&message).await? {
+                                true => {
+                                    todo.push((a, b));
+                                    break;
+                                }
+                                false => lines_are_the_problem = true,
+                            }
+                        }
                         if b - a == 1 {
                             warn!(sink = %self.name, error = %message, "the store refused a line; kept as a dead letter");
                             dead.push(dead_letter(&self.name, lines[a], &message));
@@ -375,7 +413,7 @@ impl Drain {
                     } => {
                         self.count_error(reason);
                         let delay = match retry_after {
-                            Some(d) => d.min(RETRY_AFTER_MAX),
+                            Some(d) => d.clamp(self.retry_min, RETRY_AFTER_MAX),
                             None => self.backoff.next_delay(),
                         };
                         if self.status.is_ok() || self.status.lock().state == "starting" {
@@ -405,6 +443,28 @@ impl Drain {
             }
         }
         Ok(())
+    }
+
+    /// Before the first line is dead-lettered: does the store take an empty write? If it
+    /// refuses that too, it refuses every request (a wrong parameter, a proxy in the way), not
+    /// this line: the data waits, the sink shows `misconfigured`, and it tries again after
+    /// `auth_retry`. Returns true in that case.
+    async fn request_level_refusal(&mut self, message: &str) -> Result<bool, Stopped> {
+        match self.client.write(b"").await {
+            WriteOutcome::Written => Ok(false),
+            WriteOutcome::Retry { .. } => {
+                // The store went away meanwhile: the next attempt will wait for it.
+                Ok(true)
+            }
+            _ => {
+                self.count_error("misconfigured");
+                error!(sink = %self.name, error = %message, retry_in = ?self.auth_retry,
+                    "the store refuses every write, not just some lines; the data waits in the outbox");
+                self.status.set("misconfigured", Some(message.to_string()));
+                self.pause(self.auth_retry).await?;
+                Ok(true)
+            }
+        }
     }
 
     fn count_error(&self, reason: &'static str) {
@@ -440,6 +500,17 @@ fn dead_letter(sink: &str, line: &[u8], message: &str) -> DeadLetter {
         ts: None,
         raw: Bytes::copy_from_slice(line),
     }
+}
+
+/// An outbox entry that could not be decompressed, kept with its stored bytes.
+fn corrupt_letter(sink: &str, seq: i64, why: &str, body: &[u8]) -> DeadLetter {
+    DeadLetter::undecodable(
+        &format!("sink:{sink}"),
+        now_ms(),
+        OUTBOX_CORRUPT,
+        format!("outbox entry {seq} cannot be decompressed: {why}"),
+        Bytes::copy_from_slice(body),
+    )
 }
 
 /// The value of the `sensor` tag in a line written by `line::encode_readings` (the first tag),

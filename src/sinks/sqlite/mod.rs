@@ -39,11 +39,7 @@ pub fn open_side_writer(
     fsync: crate::outbox::Fsync,
 ) -> Result<rusqlite::Connection, StoreError> {
     let conn = schema::open_writer(path)?;
-    let mode = match fsync {
-        crate::outbox::Fsync::Always => "FULL",
-        crate::outbox::Fsync::Checkpoint => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", mode)
+    conn.pragma_update(None, "synchronous", fsync.pragma())
         .map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,

@@ -70,12 +70,8 @@ impl SqliteStore {
 
     /// Sets when commits reach the disk (`[outbox] fsync`; see `schema::open_writer`).
     pub fn set_fsync(&self, fsync: crate::outbox::Fsync) -> Result<(), StoreError> {
-        let mode = match fsync {
-            crate::outbox::Fsync::Always => "FULL",
-            crate::outbox::Fsync::Checkpoint => "NORMAL",
-        };
         self.conn
-            .pragma_update(None, "synchronous", mode)
+            .pragma_update(None, "synchronous", fsync.pragma())
             .map_err(sql_err(&self.path, "set synchronous"))
     }
 

@@ -141,8 +141,11 @@ impl DeviceTask {
             let Some(batch) = self.poll_once(&mut failures, &mut reported).await else {
                 return;
             };
-            if self.ingest.send(batch).await.is_err() {
-                return;
+            // The send waits while the pipeline is backed up (a full outbox): a stop must
+            // still end the task. A batch not yet sent is polled again at the next start.
+            tokio::select! {
+                sent = self.ingest.send(batch) => if sent.is_err() { return },
+                _ = self.stop.changed() => return,
             }
             // Offline devices are polled less often: interval × 2, 4, 8... up to backoff_max.
             let step = if reported == Some(false) {
