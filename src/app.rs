@@ -269,6 +269,8 @@ impl Gateway {
         let restored = active.len();
         let out = pipeline.restore_alerts(active, now);
         if !out.is_empty() {
+            // A handful of resolve events at startup: appended without waiting for room (the
+            // sinks are not running yet), at most one entry over the limit.
             let entry = outbox_entry(&outbox, &out).context("cannot encode for the outbox")?;
             let stats = commit_output(
                 &mut store,

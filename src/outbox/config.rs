@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
-    /// Most bytes the outbox may hold on disk (compressed line protocol) before `when_full`
-    /// applies. A store outage of hours needs room for hours of readings: at ~20 bytes per
-    /// reading, 1 GiB holds about 50 million.
+    /// Most bytes of compressed line protocol the outbox may hold before `when_full` applies.
+    /// It counts the entries' bodies; SQLite adds its pages and WAL on top (a few percent), so
+    /// leave the disk some room beyond it. A store outage of hours needs room for hours of
+    /// readings: see the README for the bytes per reading.
     pub max_bytes: u64,
     /// What happens when the outbox is full: `"block"` pushes back on the sources (MQTT stops
     /// acknowledging and pulling, so the broker keeps the messages; Modbus polls wait), and

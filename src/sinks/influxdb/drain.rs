@@ -214,9 +214,13 @@ impl Drain {
             // Fewer lines than a full request: wait for more, at most until the oldest is
             // `flush_interval` old.
             let full = lag.lines >= self.max_lines || lag.raw_bytes >= self.max_bytes;
+            // An entry stamped after now (the clock was set back) counts as due, or a quiet
+            // sink would wait for a full request.
+            let now = now_ms();
             let age = lag
                 .oldest_at
-                .map_or(Duration::MAX, |t| ms((now_ms() - t).max(0)));
+                .filter(|t| *t <= now)
+                .map_or(Duration::MAX, |t| ms(now - t));
             if !full && age < self.flush {
                 tokio::select! {
                     _ = tokio::time::sleep(self.flush - age) => {}
