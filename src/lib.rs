@@ -11,13 +11,15 @@
 //!   decoding, each with its own errors.
 //! - [`sources`]: MQTT connections and Modbus polling, each feeding batches to the pipeline.
 //! - [`pipeline`]: pure synchronous validation, rules and the alert lifecycle; no I/O.
-//! - [`sinks`]: where readings, alerts and dead letters are committed (SQLite today).
+//! - [`sinks`]: where readings, alerts and dead letters are committed (SQLite, InfluxDB).
 //! - [`http`]: the axum API: ingest, queries, health.
 //! - [`broker`]: the embedded MQTT broker (rumqttd), feature `embedded-broker`.
 //! - [`app`]: wiring: sources → pipeline → store, with bounded channels and commit acks.
 //! - [`demo`]: the default run with a simulated fleet.
+//! - [`backoff`], [`secret`]: retry delays with jitter; secrets from env vars or files.
 
 pub mod app;
+pub mod backoff;
 pub mod broker;
 pub mod catalog;
 pub mod codec;
@@ -26,6 +28,7 @@ pub mod demo;
 pub mod http;
 pub mod model;
 pub mod pipeline;
+pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{error, warn};
 
-use super::backoff::Backoff;
 use super::source::{sleep_or_stop, AckHandle, Message, MessageQueue, Shared};
 use crate::app::now_ms;
+use crate::backoff::Backoff;
 use crate::model::TimestampMs;
 
 /// What the loop needs to know of one event.

@@ -3,13 +3,12 @@
 //! See `source.rs` for the delivery design (manual acks after commit, in order, across
 //! reconnects), `route.rs` for topic patterns, `v4.rs`/`v5.rs` for the protocol glue.
 
-mod backoff;
 pub mod config;
 mod event_loop;
 mod route;
 mod source;
 mod status;
-mod tls;
+pub(crate) mod tls;
 mod v4;
 mod v5;
 
@@ -55,22 +54,15 @@ pub fn check_config(mqtt: &[(usize, MqttConfig)], kinds: &BTreeSet<String>) -> V
                 "must not be empty (the broker keeps the session under it)".into(),
             );
         }
-        if m.password_env.is_some() && m.password_file.is_some() {
-            push(
-                at("password_file"),
-                "set password_env or password_file, not both".into(),
-            );
+        let password = source::password_source(m);
+        if let Some((key, message)) = password.conflict() {
+            push(at(&key), message);
         }
-        if (m.password_env.is_some() || m.password_file.is_some()) && m.username.is_none() {
+        if password.is_set() && m.username.is_none() {
             push(at("username"), "is required when a password is set".into());
         }
-        if let Some(path) = &m.password_file {
-            if let Err(e) = std::fs::File::open(path) {
-                push(
-                    at("password_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                );
-            }
+        if let Some((key, message)) = password.unreadable() {
+            push(at(&key), message);
         }
         if let Some(tls) = &m.tls {
             match (&tls.cert_file, &tls.key_file) {

@@ -42,14 +42,15 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::backoff::Backoff;
 use super::config::{MqttConfig, MqttProtocol};
 use super::route::Router;
 use super::status::SourceStatus;
 use super::tls::{self, TlsError};
 use crate::app::{error_chain, now_ms, Ingest, IngestError, Pending};
+use crate::backoff::Backoff;
 use crate::codec::{self, CodecError, DecodeContext};
 use crate::model::{Batch, DeadLetter, TimestampMs, TsSource};
+use crate::secret::{Secret, SecretSource};
 
 /// Why a connection could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -76,16 +77,6 @@ pub enum MqttError {
         #[source]
         source: TlsError,
     },
-}
-
-/// A password that never shows in `Debug` output.
-#[derive(Clone)]
-pub(super) struct Secret(pub(super) String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// Everything the event-loop glue needs to build its client, checked at startup.
@@ -593,27 +584,14 @@ pub(super) fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
 
 /// Reads the password from its env var or file. Never logs it.
 pub(super) fn read_password(cfg: &MqttConfig) -> Result<Option<Secret>, String> {
-    match (&cfg.password_env, &cfg.password_file) {
-        (Some(_), Some(_)) => Err("set password_env or password_file, not both".into()),
-        (Some(var), None) => match std::env::var(var) {
-            Ok(p) => Ok(Some(Secret(p))),
-            Err(std::env::VarError::NotPresent) => {
-                Err(format!("environment variable {var} is not set"))
-            }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(format!("environment variable {var} is not valid UTF-8"))
-            }
-        },
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Some(Secret(
-                text.strip_suffix('\n')
-                    .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                    .unwrap_or(&text)
-                    .to_string(),
-            ))),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-        },
-        (None, None) => Ok(None),
+    password_source(cfg).read().map_err(|e| e.to_string())
+}
+
+pub(super) fn password_source(cfg: &MqttConfig) -> SecretSource<'_> {
+    SecretSource {
+        name: "password",
+        env: cfg.password_env.as_deref(),
+        file: cfg.password_file.as_deref(),
     }
 }
 
@@ -1101,7 +1079,7 @@ mod tests {
         cfg.username = Some("gw".into());
         cfg.password_file = Some(path);
         let pw = read_password(&cfg).expect("readable").expect("some");
-        assert_eq!(pw.0, "s3cret");
+        assert_eq!(pw.expose(), "s3cret");
         assert!(!format!("{pw:?}").contains("s3cret"));
         cfg.password_file = Some(dir.path().join("missing"));
         assert!(read_password(&cfg)

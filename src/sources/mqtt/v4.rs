@@ -20,7 +20,11 @@ pub(super) fn client(s: &Settings) -> (AsyncClient, EventLoop) {
         // See `transport_limit`: max_packet_size itself is enforced per message.
         .set_max_packet_size(s.transport_limit, s.transport_limit);
     if let Some(user) = &cfg.username {
-        let password = s.password.as_ref().map(|p| p.0.clone()).unwrap_or_default();
+        let password = s
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
         o.set_credentials(user.clone(), password);
     }
     if let Some(tls) = &s.tls {

@@ -25,7 +25,11 @@ pub(super) fn client(s: &Settings) -> (AsyncClient, EventLoop) {
         .set_max_packet_size(Some(u32::try_from(s.transport_limit).unwrap_or(u32::MAX)))
         .set_manual_acks(true);
     if let Some(user) = &cfg.username {
-        let password = s.password.as_ref().map(|p| p.0.clone()).unwrap_or_default();
+        let password = s
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
         o.set_credentials(user.clone(), password);
     }
     if let Some(tls) = &s.tls {

@@ -1,9 +1,10 @@
-//! Reconnect delays: exponential with jitter. rumqttc reconnects on the next `poll` after an
-//! error, at once; without a delay a down or refusing broker would be hammered in a tight loop.
+//! Retry delays: exponential with jitter. Used for MQTT reconnects (rumqttc reconnects on the
+//! next `poll` after an error, at once; without a delay a down or refusing broker would be
+//! hammered in a tight loop) and for retried store writes.
 
 use std::time::Duration;
 
-/// Delays of successive reconnect attempts: `min`, doubling up to `max`, each drawn at random
+/// Delays of successive attempts: `min`, doubling up to `max`, each drawn at random
 /// from the upper half of its step (but never below `min`) so that many gateways restarted
 /// together do not reconnect in lockstep.
 #[derive(Clone, Debug)]
@@ -43,7 +44,7 @@ impl Backoff {
         self.delay_with(rand::random::<f64>())
     }
 
-    /// After a successful connection the next failure starts from `min` again.
+    /// After a success the next failure starts from `min` again.
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
