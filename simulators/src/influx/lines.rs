@@ -79,20 +79,23 @@ impl BenchReadings {
             metric,
             district: DISTRICTS[(s % DISTRICTS.len() as u64) as usize],
             site: format!("s{}", s % 50),
-            value,
+            // Whole millimetres / tenths: what a device would send, printed as short as the
+            // gateway prints a parsed value.
+            value: (value * 1000.0).round() / 1000.0,
             ts_ms: self.start_ms + k as i64 * REPORT_INTERVAL_MS,
         }
     }
 
-    /// Appends reading `i` as one line of line protocol (ms precision), the gateway's shape:
-    /// `water_level,sensor=wl-00001,district=清城区,site=s1 level=2.103,quality="good" <ms>`.
+    /// Appends reading `i` as one line of line protocol (ms precision), in the gateway sink's
+    /// shape (tags sorted by key, the value as a float, the quality as a string field):
+    /// `water_level,district=清城区,sensor=wl-00001,site=s1 level=2.103,quality="good" <ms>`.
     /// No tag value needs escaping: ids, district names and sites have no space, comma or `=`.
     pub fn push_line(&self, i: u64, out: &mut String) {
         let r = self.reading(i);
         let _ = writeln!(
             out,
-            "{},sensor={},district={},site={} {}={:.3},quality=\"good\" {}",
-            r.kind, r.sensor, r.district, r.site, r.metric, r.value, r.ts_ms
+            "{},district={},sensor={},site={} {}={},quality=\"good\" {}",
+            r.kind, r.district, r.sensor, r.site, r.metric, r.value, r.ts_ms
         );
     }
 
@@ -101,7 +104,7 @@ impl BenchReadings {
         let r = self.reading(i);
         let _ = write!(
             out,
-            r#"{{"sensor":"{}","kind":"{}","ts":{},"tags":{{"district":"{}","site":"{}"}},"{}":{:.3}}}"#,
+            r#"{{"sensor":"{}","kind":"{}","ts":{},"tags":{{"district":"{}","site":"{}"}},"{}":{}}}"#,
             r.sensor, r.kind, r.ts_ms, r.district, r.site, r.metric, r.value
         );
     }
@@ -161,8 +164,8 @@ mod tests {
         SHAPE.push_line(8 + 2, &mut out);
         assert_eq!(
             out,
-            "rainfall,sensor=rf-00001,district=清新区,site=s1 rainfall=0.100,quality=\"good\" 1795305600000\n\
-             noise,sensor=ns-00002,district=英德市,site=s2 laeq=41.500,quality=\"good\" 1795305660000\n"
+            "rainfall,district=清新区,sensor=rf-00001,site=s1 rainfall=0.1,quality=\"good\" 1795305600000\n\
+             noise,district=英德市,sensor=ns-00002,site=s2 laeq=41.5,quality=\"good\" 1795305660000\n"
         );
     }
 
