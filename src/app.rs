@@ -25,8 +25,10 @@ use tracing::{error, info, warn};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::model::{Alert, AlertEvent, AlertEventKind, Batch, Severity, TimestampMs};
+use crate::outbox::{Admit, Append, Outbox};
 use crate::pipeline::{AckError, Output, Pipeline, Settings};
-use crate::sinks::sqlite::{Commit, SensorRecord, SqliteReader, SqliteStore};
+use crate::sinks::influxdb::drain::{Sink, SinkStatus};
+use crate::sinks::sqlite::{Commit, CommitStats, SensorRecord, SqliteReader, SqliteStore};
 use crate::telemetry;
 
 /// Wall-clock time in epoch milliseconds.
@@ -203,6 +205,8 @@ pub struct Gateway {
     http: tokio::task::JoinHandle<()>,
     pipeline: tokio::task::JoinHandle<()>,
     store: std::thread::JoinHandle<()>,
+    outbox: Arc<Outbox>,
+    sinks: Vec<Sink>,
     broker: Option<crate::broker::EmbeddedBroker>,
 }
 
@@ -227,6 +231,17 @@ impl Gateway {
         let db_path = config.sqlite_path();
         let mut store = SqliteStore::open(&db_path)
             .with_context(|| format!("cannot open the store {}", db_path.display()))?;
+        store
+            .set_fsync(config.outbox.fsync)
+            .context("cannot set the fsync policy")?;
+        let sink_names: Vec<&str> = config
+            .sinks
+            .influxdb
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        let outbox = Outbox::open(store.connection_mut(), config.outbox.clone(), &sink_names)
+            .with_context(|| format!("cannot open the outbox in {}", db_path.display()))?;
         let reader =
             Arc::new(SqliteReader::open(&db_path).context("cannot open the store for reading")?);
 
@@ -254,8 +269,18 @@ impl Gateway {
         let restored = active.len();
         let out = pipeline.restore_alerts(active, now);
         if !out.is_empty() {
-            commit_output(&mut store, &out, config.sqlite.dead_letter_raw_max, true)
-                .context("cannot resolve orphaned alerts")?;
+            let entry = outbox_entry(&outbox, &out).context("cannot encode for the outbox")?;
+            let stats = commit_output(
+                &mut store,
+                &out,
+                config.sqlite.dead_letter_raw_max,
+                true,
+                entry.as_ref(),
+            )
+            .context("cannot resolve orphaned alerts")?;
+            if let (Some(e), Some(seq)) = (&entry, stats.outbox_seq) {
+                outbox.appended(e.meta(seq), Admit::default());
+            }
         }
         info!(
             store = %db_path.display(),
@@ -272,6 +297,7 @@ impl Gateway {
             store_readings: config.sqlite.store_readings,
             console: config.alerts.console,
             tz: catalog.timezone,
+            outbox: outbox.clone(),
         };
         let store = std::thread::Builder::new()
             .name("citygate-store".into())
@@ -284,6 +310,26 @@ impl Gateway {
         };
         let pipeline = tokio::spawn(run_pipeline(pipeline, rx, store_tx, timers));
         let ingest = Ingest { tx };
+
+        // Remote sinks: one task each, draining the outbox from its own cursor. A missing
+        // token is a startup error; an unreachable store is not (the outbox holds the data).
+        let mut sinks = Vec::with_capacity(config.sinks.influxdb.len());
+        for (i, cfg) in config.sinks.influxdb.iter().enumerate() {
+            let client = crate::sinks::influxdb::client::InfluxClient::new(cfg)
+                .with_context(|| format!("cannot set up the sink {:?}", cfg.name))?;
+            let conn = crate::sinks::sqlite::open_side_writer(&db_path, config.outbox.fsync)
+                .with_context(|| format!("cannot open the outbox for the sink {:?}", cfg.name))?;
+            info!(sink = %cfg.name, store = %client.describe(), "draining the outbox to a remote store");
+            sinks.push(Sink::start(
+                cfg,
+                i,
+                client,
+                outbox.clone(),
+                conn,
+                config.sqlite.dead_letter_raw_max,
+            ));
+        }
+        let sink_status: Arc<[Arc<SinkStatus>]> = sinks.iter().map(|s| s.status.clone()).collect();
 
         // MQTT sources: one per [[mqtt]] connection. A bad password or TLS file fails here.
         let mut mqtt = Vec::with_capacity(config.mqtt.len());
@@ -326,6 +372,8 @@ impl Gateway {
             started_at: Instant::now(),
             mqtt: mqtt_status,
             modbus: modbus_status,
+            outbox: outbox.clone(),
+            sinks: sink_status,
         };
         let router = crate::http::router(state, config.http.max_body_bytes);
         let (stop_http, mut stopped) = watch::channel(false);
@@ -352,8 +400,20 @@ impl Gateway {
             http,
             pipeline,
             store,
+            outbox,
+            sinks,
             broker,
         })
+    }
+
+    /// The outbox's depth and state, as `/health` shows it.
+    pub fn outbox(&self) -> crate::outbox::Snapshot {
+        self.outbox.snapshot(now_ms())
+    }
+
+    /// The state of each remote sink, in `[[sinks.influxdb]]` order.
+    pub fn sinks(&self) -> Vec<crate::sinks::influxdb::drain::SinkSnapshot> {
+        self.sinks.iter().map(|s| s.status.snapshot()).collect()
     }
 
     /// The embedded MQTT broker, if `[broker] enabled`.
@@ -398,12 +458,18 @@ impl Gateway {
         let _ = self.stop_http.send(true);
         let _ = self.http.await;
         drop(self.ingest);
+        // A full outbox must not hold the last batches back: they are committed over the limit.
+        self.outbox.close();
         self.pipeline.await.context("pipeline task failed")?;
         let store = self.store;
         tokio::task::spawn_blocking(move || store.join())
             .await
             .context("store thread join failed")?
             .map_err(|_| anyhow::anyhow!("store thread panicked"))?;
+        // What the sinks have not delivered stays in the outbox for the next run.
+        for sink in self.sinks {
+            sink.stop().await;
+        }
         Ok(())
     }
 }
@@ -464,13 +530,30 @@ async fn run_pipeline(
     }
 }
 
-/// Commits one output in one transaction.
+/// The outbox entry for an output: its readings and alert events as line protocol,
+/// compressed. `None` when no remote sink is configured or there is nothing to send.
+fn outbox_entry(outbox: &Outbox, out: &Output) -> std::io::Result<Option<Append>> {
+    if !outbox.enabled() || (out.accepted.is_empty() && out.events.is_empty()) {
+        return Ok(None);
+    }
+    let mut text = Vec::with_capacity(out.accepted.len() * 96 + out.events.len() * 256);
+    let mut lines = crate::sinks::influxdb::line::encode_readings(&mut text, &out.accepted) as u64;
+    for e in &out.events {
+        crate::sinks::influxdb::line::encode_alert_event(&mut text, e);
+        lines += 1;
+    }
+    let points = (out.accepted.len() + out.events.len()) as u64;
+    Append::compress(&text, lines, points, now_ms()).map(Some)
+}
+
+/// Commits one output in one transaction, with its outbox entry if it has one.
 fn commit_output(
     store: &mut SqliteStore,
     out: &Output,
     raw_max: usize,
     store_readings: bool,
-) -> Result<(), crate::sinks::sqlite::StoreError> {
+    outbox: Option<&Append>,
+) -> Result<CommitStats, crate::sinks::sqlite::StoreError> {
     let sensors: Vec<SensorRecord> = out
         .new_sensors
         .iter()
@@ -494,8 +577,8 @@ fn commit_output(
         events: &out.events,
         sensors: &sensors,
         raw_max,
-    })?;
-    Ok(())
+        outbox,
+    })
 }
 
 /// Most messages waiting at once that go into one transaction.
@@ -507,6 +590,7 @@ struct StoreThread {
     store_readings: bool,
     console: bool,
     tz: chrono_tz::Tz,
+    outbox: Arc<Outbox>,
 }
 
 /// Logs rejected input at most once per window, with counts by reason, so that a broken
@@ -601,8 +685,9 @@ impl StoreThread {
         &self,
         store: &mut SqliteStore,
         out: &Output,
-    ) -> Result<(), crate::sinks::sqlite::StoreError> {
-        commit_output(store, out, self.raw_max, self.store_readings)
+        entry: Option<&Append>,
+    ) -> Result<CommitStats, crate::sinks::sqlite::StoreError> {
+        commit_output(store, out, self.raw_max, self.store_readings, entry)
     }
 
     fn commit_group(
@@ -611,8 +696,25 @@ impl StoreThread {
         merged: &Output,
         done: Vec<(Box<Output>, CompactString, Reply)>,
     ) {
+        // The outbox entry is encoded and admitted (waiting while the outbox is full) before
+        // the transaction, so a full outbox holds the sources back, not a half-done commit.
+        let mut entry = match outbox_entry(&self.outbox, merged) {
+            Ok(e) => e,
+            Err(e) => {
+                error!(error = %e, "cannot encode the batch for the outbox");
+                None
+            }
+        };
+        let admit = match &mut entry {
+            Some(e) => {
+                let admit = self.outbox.reserve(e.body.len() as u64);
+                e.drop_through = admit.drop_through;
+                admit
+            }
+            None => Admit::default(),
+        };
         let started = Instant::now();
-        let mut result = self.commit(store, merged);
+        let mut result = self.commit(store, merged, entry.as_ref());
         // The pipeline's state (duplicate checks, windows, alerts) already counts this output
         // as done, so giving up on a commit that may still succeed would lose it for good: a
         // busy or full disk is retried until it recovers, while the bounded channels hold the
@@ -626,11 +728,14 @@ impl StoreThread {
             telemetry::record_commit_latency(started.elapsed().as_secs_f64(), false);
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
-            result = self.commit(store, merged);
+            result = self.commit(store, merged, entry.as_ref());
         }
         telemetry::record_commit_latency(started.elapsed().as_secs_f64(), result.is_ok());
         match result {
-            Ok(()) => {
+            Ok(stats) => {
+                if let (Some(e), Some(seq)) = (&entry, stats.outbox_seq) {
+                    self.outbox.appended(e.meta(seq), admit);
+                }
                 for (out, source, reply) in done {
                     telemetry::record_committed(&source, &out.stats, &out.events);
                     if self.console {

@@ -27,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod model;
+pub mod outbox;
 pub mod pipeline;
 pub mod secret;
 pub mod sinks;

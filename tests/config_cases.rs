@@ -67,6 +67,24 @@ fn every_case_reports_exactly_its_expected_problems() {
 }
 
 #[test]
+fn the_influxdb_example_config_loads() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/influxdb.toml");
+    let config = match load_with_env(&[Source::File(file.clone())], Some(HashMap::new())) {
+        Ok(c) => c,
+        Err(e) => panic!("{} does not load:\n{e}", file.display()),
+    };
+    let names: Vec<&str> = config
+        .sinks
+        .influxdb
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["central", "archive"]);
+    assert!(!config.sqlite.store_readings);
+    assert_eq!(config.outbox.max_bytes, 2 << 30);
+}
+
+#[test]
 fn built_in_defaults_load_without_problems() {
     let config = load_with_env(&[], Some(HashMap::new())).unwrap_or_else(|e| panic!("{e}"));
     let kinds: Vec<&str> = config.catalog.keys().map(String::as_str).collect();

@@ -60,7 +60,7 @@ fn expected_vm_series(now: i64, old: i64) -> Vec<Series> {
 async fn victoria_round_trip_dedup_retention_and_restart() {
     let mut vm = Victoria::start().await;
     let (body, now, old) = lines(common::now_ms());
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let resp = client
         .post(format!(
             "{}/api/v2/write?org=x&bucket=y&precision=ms",
@@ -137,7 +137,7 @@ async fn influx1_round_trip_dedup_and_restart() {
     let (body, now, old) = lines(common::now_ms());
     // A string field with a space, a comma, an equals sign and a quote, escaped.
     let body = format!("{body}notes,sensor=wl-1 note=\"a b,c=d \\\"q\\\"\" {now}\n");
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let resp = client
         .post(format!("{}/write?db=citygate&precision=ms", influx.url()))
         .body(body.clone())
@@ -261,7 +261,7 @@ async fn influx1_auth_rejects_a_wrong_password() {
     assert_eq!(influx.credentials(), Some(("admin", "s3cret 'quoted'")));
     influx.create_database("citygate").await;
     let now = common::now_ms();
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let write = |user: Option<(&'static str, &'static str)>| {
         let mut req = client
             .post(format!("{}/write?db=citygate&precision=ms", influx.url()))

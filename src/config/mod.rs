@@ -49,6 +49,11 @@ pub struct Config {
     /// Modbus TCP/RTU devices to poll.
     #[serde(default)]
     pub modbus: crate::sources::modbus::ModbusConfig,
+    /// The durable outbox between the pipeline and the remote sinks.
+    pub outbox: crate::outbox::OutboxConfig,
+    /// Remote stores (InfluxDB), each drained from the outbox.
+    #[serde(default)]
+    pub sinks: crate::sinks::SinksConfig,
 }
 
 /// Process-wide settings.

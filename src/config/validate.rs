@@ -33,6 +33,8 @@ const TOP_KEYS: &[&str] = &[
     "broker",
     "mqtt",
     "modbus",
+    "outbox",
+    "sinks",
 ];
 
 #[derive(Default)]
@@ -255,6 +257,12 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         polled_sensors(&mut p, m, &kinds, &mut sensors);
     }
 
+    let outbox: Option<crate::outbox::OutboxConfig> = p.section(&mut root, "outbox");
+    if outbox.as_ref().is_some_and(|o| o.max_bytes == 0) {
+        p.push("outbox.max_bytes", "must be greater than 0");
+    }
+    let sinks = sinks(&mut p, root.remove("sinks"));
+
     if let Some(g) = &gateway {
         check_gateway(&mut p, g);
     }
@@ -295,7 +303,9 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         check_sensor(&mut p, id, sensor, &catalog);
     }
 
-    match (gateway, http, sqlite, validation, alerts, broker, modbus) {
+    match (
+        gateway, http, sqlite, validation, alerts, broker, modbus, outbox,
+    ) {
         (
             Some(gateway),
             Some(http),
@@ -304,6 +314,7 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
             Some(alerts),
             Some(broker),
             Some(modbus),
+            Some(outbox),
         ) if p.0.is_empty() => Ok(Config {
             gateway,
             http,
@@ -315,8 +326,53 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
             broker,
             mqtt: mqtt.into_iter().map(|(_, m)| m).collect(),
             modbus,
+            outbox,
+            sinks,
         }),
         _ => Err(ConfigError { problems: p.0 }),
+    }
+}
+
+/// `[sinks]`: each `[[sinks.influxdb]]` on its own, so that one bad sink does not hide
+/// another's problems; sink names must be unique (they key the outbox cursors).
+fn sinks(p: &mut Problems, value: Option<Value>) -> crate::sinks::SinksConfig {
+    let mut map = match value {
+        None | Some(Value::Null) => return Default::default(),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            p.push(
+                "sinks",
+                format!("expected a table, found {}", type_name(&other)),
+            );
+            return Default::default();
+        }
+    };
+    let influxdb: Vec<(usize, crate::sinks::influxdb::config::InfluxConfig)> =
+        p.array("sinks.influxdb", map.remove("influxdb"));
+    for k in map.keys() {
+        p.push(
+            format!("sinks.{k}"),
+            "unknown sink type (expected influxdb)",
+        );
+    }
+    let mut names = BTreeSet::new();
+    for (i, s) in &influxdb {
+        let at = format!("sinks.influxdb[{i}]");
+        p.0.extend(s.validate(&at));
+        if s.name.trim().is_empty() {
+            p.push(format!("{at}.name"), "must not be empty");
+        } else if !names.insert(s.name.clone()) {
+            p.push(
+                format!("{at}.name"),
+                format!(
+                    "another sink is already named {:?}; names must be unique",
+                    s.name
+                ),
+            );
+        }
+    }
+    crate::sinks::SinksConfig {
+        influxdb: influxdb.into_iter().map(|(_, s)| s).collect(),
     }
 }
 

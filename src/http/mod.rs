@@ -34,6 +34,9 @@ pub struct AppState {
     pub mqtt: Arc<[Arc<crate::sources::mqtt::SourceStatus>]>,
     /// The polled Modbus devices, for `/health`.
     pub modbus: Arc<[Arc<crate::sources::modbus::DeviceStatus>]>,
+    /// The outbox and the remote sinks draining it, for `/health`.
+    pub outbox: Arc<crate::outbox::Outbox>,
+    pub sinks: Arc<[Arc<crate::sinks::influxdb::drain::SinkStatus>]>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {

@@ -233,9 +233,15 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
     let uptime = st.started_at.elapsed().as_secs();
     let mqtt: Vec<_> = st.mqtt.iter().map(|s| s.snapshot()).collect();
     let modbus: Vec<_> = st.modbus.iter().map(|s| s.snapshot()).collect();
-    // A broker connection or a device that is down degrades the gateway but it still serves
-    // (and takes HTTP input), so the answer stays 200.
-    let status = if mqtt.iter().all(|m| m.connected) && modbus.iter().all(|d| d.state != "down") {
+    let outbox = st.outbox.snapshot(crate::app::now_ms());
+    let sinks: Vec<_> = st.sinks.iter().map(|s| s.snapshot()).collect();
+    // A broker connection, a device or a remote store that is down degrades the gateway but
+    // it still serves (and takes HTTP input), so the answer stays 200.
+    let status = if mqtt.iter().all(|m| m.connected)
+        && modbus.iter().all(|d| d.state != "down")
+        && sinks.iter().all(|s| s.state == "ok")
+        && outbox.state == "ok"
+    {
         "ok"
     } else {
         "degraded"
@@ -259,6 +265,8 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                 },
                 "mqtt": mqtt,
                 "modbus": modbus,
+                "outbox": outbox,
+                "sinks": sinks,
             })),
         ),
         Err(e) => (
@@ -270,6 +278,8 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                 "store": { "kind": "sqlite", "path": st.db_path.display().to_string(), "state": "error", "error": e.message },
                 "mqtt": mqtt,
                 "modbus": modbus,
+                "outbox": outbox,
+                "sinks": sinks,
             })),
         ),
     }

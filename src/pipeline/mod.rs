@@ -521,6 +521,10 @@ impl Pipeline {
             return Err((r, "kind_mismatch", detail));
         }
         r.kind = profile.kind.name.clone();
+        // The sensor's registered tags (config, or its first payload) go with every accepted
+        // reading: the remote stores key their series by them, so they must not change with
+        // each payload's route.
+        r.tags = profile.tags.clone();
 
         let Some(m) = profile.kind.metric_index(&r.metric) else {
             return match self.settings.unknown_metric {

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -100,7 +99,7 @@ impl Influx1 {
             // Set by start_with_auth once the user exists.
             auth: None,
             child: None,
-            client: reqwest::Client::new(),
+            client: super::http_client(),
         };
         influx.spawn().await;
         influx
@@ -139,32 +138,17 @@ impl Influx1 {
             .spawn()
             .unwrap_or_else(|e| panic!("{NOT_INSTALLED} ({e})"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ping = self
-                .client
-                .get(format!("{}/ping", self.url()))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if matches!(&ping, Ok(r) if r.status().as_u16() == 204) {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                self.child = None;
-                panic!(
-                    "influxd exited ({status}) before answering /ping; log:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "influxd did not answer /ping on port {}; log:\n{}",
-                self.port,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let url = format!("{}/ping", self.url());
+        let log = self.log_path();
+        super::process::wait_answers(
+            &self.client,
+            &url,
+            |s| s == 204,
+            &mut self.child,
+            "influxd",
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+        .await;
     }
 
     pub fn port(&self) -> u16 {
@@ -239,13 +223,7 @@ impl Influx1 {
     }
 
     fn signal(&mut self, sig: &str) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg(sig)
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
+        super::process::signal(&mut self.child, sig);
     }
 
     /// SIGTERM and wait for the exit (a store outage; the port refuses connections).

@@ -8,6 +8,7 @@
 pub mod gateway_bin;
 pub mod influxdb1;
 pub mod mosquitto;
+pub mod process;
 pub mod publisher;
 pub mod victoria;
 
@@ -46,6 +47,14 @@ pub async fn start(dir: &Path, extra: &str) -> Gateway {
         .expect("gateway starts")
 }
 
+/// A plain HTTP client for tests. reqwest is built without a TLS provider of its own (the
+/// gateway hands it a ring-backed rustls config), so a default-built client needs a process-wide
+/// provider: ring, installed once.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 pub struct Api {
     pub base: String,
     pub client: reqwest::Client,
@@ -56,14 +65,14 @@ impl Api {
     pub fn at(addr: impl std::fmt::Display) -> Api {
         Api {
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            client: http_client(),
         }
     }
 
     pub fn new(g: &Gateway) -> Api {
         Api {
             base: format!("http://{}", g.addr()),
-            client: reqwest::Client::new(),
+            client: http_client(),
         }
     }
 

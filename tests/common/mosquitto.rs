@@ -250,13 +250,7 @@ impl Mosquitto {
     }
 
     fn signal(&mut self, sig: &str) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg(sig)
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
+        super::process::signal(&mut self.child, sig);
     }
 
     /// SIGTERM: mosquitto saves its persistence file, then exits.

@@ -79,7 +79,7 @@ impl Victoria {
             dir,
             port: free_port(),
             child: None,
-            client: reqwest::Client::new(),
+            client: super::http_client(),
         };
         vm.spawn().await;
         vm
@@ -116,32 +116,17 @@ impl Victoria {
             .spawn()
             .unwrap_or_else(|e| panic!("{NOT_INSTALLED} ({e})"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let health = self
-                .client
-                .get(format!("{}/health", self.url()))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if matches!(&health, Ok(r) if r.status().is_success()) {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                self.child = None;
-                panic!(
-                    "victoria-metrics exited ({status}) before answering /health; log:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "victoria-metrics did not answer /health on port {}; log:\n{}",
-                self.port,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let url = format!("{}/health", self.url());
+        let log = self.log_path();
+        super::process::wait_answers(
+            &self.client,
+            &url,
+            |s| (200..300).contains(&s),
+            &mut self.child,
+            "victoria-metrics",
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+        .await;
     }
 
     pub fn port(&self) -> u16 {
@@ -176,13 +161,7 @@ impl Victoria {
     }
 
     fn signal(&mut self, sig: &str) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg(sig)
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
+        super::process::signal(&mut self.child, sig);
     }
 
     /// SIGTERM and wait for the exit: VM flushes its buffers to disk first, so everything it

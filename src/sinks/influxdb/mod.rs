@@ -6,7 +6,9 @@
 //! - [`line`]: the line-protocol encoder and the schema.
 //! - [`client`]: one HTTP write, its outcome classified for the drain loop, and the startup
 //!   check.
+//! - [`drain`]: the task per sink that drains the outbox through the client.
 
 pub mod client;
 pub mod config;
+pub mod drain;
 pub mod line;

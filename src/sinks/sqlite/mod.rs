@@ -30,6 +30,26 @@ use crate::model::{Alert, AlertEvent, DeadLetter, Quality, Reading, TimestampMs,
 
 pub use error::StoreError;
 pub use query::SqliteReader;
+pub(crate) use write::write_dead_letters;
+
+/// A second writing connection to the store's file, for a sink's outbox cursor and dead
+/// letters (SQLite serializes it with the main writer's commits).
+pub fn open_side_writer(
+    path: &std::path::Path,
+    fsync: crate::outbox::Fsync,
+) -> Result<rusqlite::Connection, StoreError> {
+    let conn = schema::open_writer(path)?;
+    let mode = match fsync {
+        crate::outbox::Fsync::Always => "FULL",
+        crate::outbox::Fsync::Checkpoint => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", mode)
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(conn)
+}
 pub use write::SqliteStore;
 
 /// Everything one batch changes, written in one transaction.
@@ -46,6 +66,9 @@ pub struct Commit<'a> {
     pub sensors: &'a [SensorRecord],
     /// Dead-letter raw payloads are cut to this many bytes.
     pub raw_max: usize,
+    /// The batch's line protocol for the remote sinks, appended to the outbox in the same
+    /// transaction.
+    pub outbox: Option<&'a crate::outbox::Append>,
 }
 
 /// A sensor as the registry knows it.
@@ -68,6 +91,8 @@ pub struct CommitStats {
     pub dead_letters: usize,
     pub alerts: usize,
     pub events: usize,
+    /// The outbox entry's sequence number, when one was appended.
+    pub outbox_seq: Option<i64>,
 }
 
 /// What a prune removed.

@@ -98,6 +98,26 @@ const MIGRATIONS: &[&str] = &[
         last_seen INTEGER NOT NULL
     );
     ",
+    // Version 2: the durable outbox (src/outbox/) between the pipeline and remote sinks.
+    "
+    -- AUTOINCREMENT: a sequence number is never reused, even after the table was emptied,
+    -- so a sink's cursor can never point at a newer entry than the one it confirmed.
+    CREATE TABLE outbox (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at INTEGER NOT NULL,
+        points     INTEGER NOT NULL,
+        lines      INTEGER NOT NULL,
+        -- Length of the line protocol before compression.
+        raw_len    INTEGER NOT NULL,
+        -- Deflate-compressed line protocol.
+        body       BLOB    NOT NULL
+    );
+    -- Each sink's last confirmed entry.
+    CREATE TABLE outbox_cursors (
+        sink TEXT    PRIMARY KEY NOT NULL,
+        seq  INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes and reads.

@@ -420,6 +420,7 @@ fn prune_removes_only_old_rows_and_keeps_active_alerts() {
             events: &events,
             sensors: &[sensor("wl-1", "water_level", &[], 1)],
             raw_max: 64,
+            outbox: None,
         })
         .expect("commit");
 
@@ -482,6 +483,7 @@ fn everything_survives_a_reopen() {
             events: &events,
             sensors: &sensors,
             raw_max: 64,
+            outbox: None,
         })
         .expect("commit");
     drop(store);

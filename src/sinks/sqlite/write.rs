@@ -68,6 +68,22 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Sets when commits reach the disk (`[outbox] fsync`; see `schema::open_writer`).
+    pub fn set_fsync(&self, fsync: crate::outbox::Fsync) -> Result<(), StoreError> {
+        let mode = match fsync {
+            crate::outbox::Fsync::Always => "FULL",
+            crate::outbox::Fsync::Checkpoint => "NORMAL",
+        };
+        self.conn
+            .pragma_update(None, "synchronous", mode)
+            .map_err(sql_err(&self.path, "set synchronous"))
+    }
+
+    /// The writer's connection, for the outbox's startup reconciliation.
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Writes a batch in one transaction: all of it is stored or, on error, none of it.
     pub fn commit(&mut self, c: &Commit<'_>) -> Result<CommitStats, StoreError> {
         check_commit(c)?;
@@ -102,6 +118,10 @@ impl SqliteStore {
             .map_err(err("insert dead letters"))?;
         stats.alerts = write_alerts(&tx, c.alerts).map_err(err("upsert alerts"))?;
         stats.events = write_events(&tx, &events).map_err(err("insert alert events"))?;
+        if let Some(entry) = c.outbox {
+            stats.outbox_seq =
+                Some(crate::outbox::db::append(&tx, entry).map_err(err("append to the outbox"))?);
+        }
         tx.commit().map_err(err("commit"))?;
         Ok(stats)
     }
@@ -251,7 +271,7 @@ fn write_readings(tx: &Transaction<'_>, readings: &[Reading]) -> rusqlite::Resul
     Ok(inserted)
 }
 
-fn write_dead_letters(
+pub(crate) fn write_dead_letters(
     tx: &Transaction<'_>,
     letters: &[DeadLetter],
     raw_max: usize,

@@ -1,0 +1,493 @@
+//! One task per `[[sinks.influxdb]]`: reads the outbox after its cursor, writes the lines to
+//! the store, and moves the cursor only once the store confirmed them.
+//!
+//! - 5xx, 429, timeouts and refused connections: the same request again, after an exponential
+//!   backoff with jitter, or after the server's `Retry-After`.
+//! - 400/413 (a line the store refuses, a body too large): the request is split in halves until
+//!   the refused lines stand alone; they become dead letters with the server's message and
+//!   the rest is written. One poison line costs about 2·log2(lines) requests, never the queue.
+//! - 401/403 and 404 (bad token, unknown bucket): an operator must act. Logged as errors,
+//!   shown in `/health`, retried every `auth_retry`; the data waits in the outbox.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::client::{InfluxClient, WriteOutcome};
+use super::config::InfluxConfig;
+use crate::app::{error_chain, now_ms};
+use crate::backoff::Backoff;
+use crate::model::{DeadLetter, TimestampMs};
+use crate::outbox::{db, Lag, Outbox};
+
+/// The reason code of a line the store refused.
+pub const STORE_REJECTED: &str = "store_rejected";
+
+/// Longest `Retry-After` honoured as given; a larger one is cut to this.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+
+/// A sink's state, shared with `/health`.
+pub struct SinkStatus {
+    name: String,
+    target: String,
+    index: usize,
+    outbox: Arc<Outbox>,
+    inner: Mutex<StatusInner>,
+}
+
+#[derive(Default)]
+struct StatusInner {
+    state: &'static str,
+    last_error: Option<String>,
+    last_ok_at: Option<TimestampMs>,
+    written_points: u64,
+    dead_letters: u64,
+}
+
+/// A sink as `/health` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SinkSnapshot {
+    pub name: String,
+    pub kind: &'static str,
+    pub target: String,
+    /// `ok`, `retrying` (the store is unreachable or failing; retried with backoff),
+    /// `auth_error` (401/403), `misconfigured` (404 or another 4xx), `unreachable` (the startup
+    /// check could not reach it).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub last_ok_at: Option<TimestampMs>,
+    /// Points delivered since the gateway started.
+    pub written_points: u64,
+    /// Lines the store refused, kept as dead letters.
+    pub dead_letters: u64,
+    /// What is still to deliver.
+    pub lag: Lag,
+    pub oldest_age_seconds: Option<f64>,
+}
+
+impl SinkStatus {
+    pub fn snapshot(&self) -> SinkSnapshot {
+        let lag = self.outbox.lag(self.index);
+        let i = self.lock();
+        SinkSnapshot {
+            name: self.name.clone(),
+            kind: "influxdb",
+            target: self.target.clone(),
+            state: i.state,
+            last_error: i.last_error.clone(),
+            last_ok_at: i.last_ok_at,
+            written_points: i.written_points,
+            dead_letters: i.dead_letters,
+            oldest_age_seconds: lag.oldest_at.map(|t| (now_ms() - t).max(0) as f64 / 1000.0),
+            lag,
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.lock().state == "ok"
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatusInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, state: &'static str, error: Option<String>) {
+        let mut i = self.lock();
+        i.state = state;
+        if error.is_some() {
+            i.last_error = error;
+        }
+        metrics::gauge!("citygate_sink_up", "sink" => self.name.clone()).set(if state == "ok" {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// A running sink task.
+pub struct Sink {
+    pub status: Arc<SinkStatus>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sink {
+    /// Starts draining the outbox into the store `cfg` names. `conn` is a connection of its
+    /// own to the gateway's SQLite file (cursor and dead-letter writes).
+    pub fn start(
+        cfg: &InfluxConfig,
+        index: usize,
+        client: InfluxClient,
+        outbox: Arc<Outbox>,
+        conn: Connection,
+        raw_max: usize,
+    ) -> Sink {
+        let status = Arc::new(SinkStatus {
+            name: cfg.name.clone(),
+            target: client.describe(),
+            index,
+            outbox: outbox.clone(),
+            inner: Mutex::new(StatusInner {
+                state: "starting",
+                ..StatusInner::default()
+            }),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let drain = Drain {
+            index,
+            name: cfg.name.clone(),
+            client,
+            outbox,
+            conn: Arc::new(Mutex::new(conn)),
+            max_lines: cfg.batch_max_lines.max(1) as u64,
+            max_bytes: cfg.batch_max_bytes.max(1) as u64,
+            flush: cfg.flush_interval.0,
+            backoff: Backoff::new(cfg.retry_min.0, cfg.retry_max.0),
+            auth_retry: cfg.auth_retry.0,
+            status: status.clone(),
+            stop: stopped,
+            raw_max,
+        };
+        let task = tokio::spawn(drain.run());
+        Sink { status, stop, task }
+    }
+
+    /// Stops at the next safe point: what is not confirmed stays in the outbox for the next run.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Drain {
+    index: usize,
+    name: String,
+    client: InfluxClient,
+    outbox: Arc<Outbox>,
+    conn: Arc<Mutex<Connection>>,
+    max_lines: u64,
+    max_bytes: u64,
+    flush: Duration,
+    backoff: Backoff,
+    auth_retry: Duration,
+    status: Arc<SinkStatus>,
+    stop: watch::Receiver<bool>,
+    raw_max: usize,
+}
+
+/// The task was told to stop.
+struct Stopped;
+
+impl Drain {
+    async fn run(mut self) {
+        self.startup_check().await;
+        let mut head = self.outbox.subscribe();
+        loop {
+            if *self.stop.borrow() {
+                return;
+            }
+            let lag = self.outbox.lag(self.index);
+            if lag.entries == 0 {
+                tokio::select! {
+                    r = head.changed() => if r.is_err() { return },
+                    _ = self.stop.changed() => return,
+                }
+                continue;
+            }
+            // Fewer lines than a full request: wait for more, at most until the oldest is
+            // `flush_interval` old.
+            let full = lag.lines >= self.max_lines || lag.raw_bytes >= self.max_bytes;
+            let age = lag
+                .oldest_at
+                .map_or(Duration::MAX, |t| ms((now_ms() - t).max(0)));
+            if !full && age < self.flush {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.flush - age) => {}
+                    r = head.changed() => if r.is_err() { return },
+                    _ = self.stop.changed() => return,
+                }
+                continue;
+            }
+            let Some((from, to)) =
+                self.outbox
+                    .next_range(self.index, self.max_bytes, self.max_lines)
+            else {
+                continue;
+            };
+            if self.deliver_range(from, to).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn startup_check(&mut self) {
+        match self.client.check().await {
+            Ok(()) => {
+                info!(sink = %self.name, store = %self.client.describe(), "store reachable");
+                self.status.set("ok", None);
+            }
+            Err(e) => {
+                let msg = error_chain(&e);
+                error!(sink = %self.name, store = %self.client.describe(), error = %msg,
+                    "store check failed; readings wait in the outbox until it is fixed");
+                self.status.set("unreachable", Some(msg));
+            }
+        }
+    }
+
+    /// Delivers the entries `from..=to` and moves the cursor past them.
+    async fn deliver_range(&mut self, from: i64, to: i64) -> Result<(), Stopped> {
+        let entries = loop {
+            let conn = self.conn.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                db::read_range(&conn, from, to)
+            })
+            .await;
+            match read {
+                Ok(Ok(entries)) => break entries,
+                Ok(Err(e)) => {
+                    error!(sink = %self.name, error = %error_chain(&e), "cannot read the outbox; retrying");
+                }
+                Err(e) => error!(sink = %self.name, error = %e, "outbox read task failed"),
+            }
+            let delay = self.backoff.next_delay();
+            self.pause(delay).await?;
+        };
+        let mut dead = Vec::new();
+        let mut lines: Vec<&[u8]> = Vec::new();
+        for e in &entries {
+            lines.extend(e.text.split(|b| *b == b'\n').filter(|l| !l.is_empty()));
+        }
+        let mut start = 0;
+        while start < lines.len() {
+            let end = self.chunk_end(&lines, start);
+            self.deliver(&lines[start..end], &mut dead).await?;
+            start = end;
+        }
+        let n_dead = dead.len() as u64;
+        loop {
+            let conn = self.conn.clone();
+            let name = self.name.clone();
+            let raw_max = self.raw_max;
+            let letters = dead.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                db::confirm(&mut conn, &name, to, &letters, raw_max)
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    error!(sink = %self.name, error = %error_chain(&e), "cannot move the outbox cursor; retrying")
+                }
+                Err(e) => error!(sink = %self.name, error = %e, "outbox confirm task failed"),
+            }
+            let delay = self.backoff.next_delay();
+            self.pause(delay).await?;
+        }
+        let points = self.outbox.lag(self.index).points;
+        self.outbox.confirmed(self.index, to);
+        let delivered = points.saturating_sub(self.outbox.lag(self.index).points);
+        metrics::counter!("citygate_sink_points_written_total", "sink" => self.name.clone())
+            .increment(delivered);
+        let mut i = self.status.lock();
+        i.written_points += delivered;
+        i.dead_letters += n_dead;
+        i.last_ok_at = Some(now_ms());
+        Ok(())
+    }
+
+    /// The end of the request that starts at `start`: within the line and byte limits, at
+    /// least one line.
+    fn chunk_end(&self, lines: &[&[u8]], start: usize) -> usize {
+        let mut bytes = 0u64;
+        let mut end = start;
+        while end < lines.len() {
+            let len = lines[end].len() as u64 + 1;
+            if end > start
+                && (bytes + len > self.max_bytes || (end - start) as u64 >= self.max_lines)
+            {
+                break;
+            }
+            bytes += len;
+            end += 1;
+        }
+        end
+    }
+
+    /// Writes `lines`, splitting refused requests down to the refused lines, which go to
+    /// `dead`; waits out every temporary failure. Returns only when every line is written or
+    /// dead-lettered, or when the task is stopped.
+    async fn deliver(
+        &mut self,
+        lines: &[&[u8]],
+        dead: &mut Vec<DeadLetter>,
+    ) -> Result<(), Stopped> {
+        // Halves still to write, as ranges of `lines`; the earlier half is written first.
+        let mut todo = vec![(0, lines.len())];
+        let mut body = Vec::new();
+        while let Some((a, b)) = todo.pop() {
+            body.clear();
+            for l in &lines[a..b] {
+                body.extend_from_slice(l);
+                body.push(b'\n');
+            }
+            loop {
+                let started = Instant::now();
+                let outcome = self.client.write(&body).await;
+                metrics::histogram!("citygate_sink_write_seconds", "sink" => self.name.clone())
+                    .record(started.elapsed().as_secs_f64());
+                match outcome {
+                    WriteOutcome::Written => {
+                        self.backoff.reset();
+                        if !self.status.is_ok() {
+                            info!(sink = %self.name, "store writes succeed again");
+                        }
+                        self.status.set("ok", None);
+                        break;
+                    }
+                    WriteOutcome::Rejected { message, .. } | WriteOutcome::TooLarge { message } => {
+                        self.count_error("rejected");
+                        if b - a == 1 {
+                            warn!(sink = %self.name, error = %message, "the store refused a line; kept as a dead letter");
+                            dead.push(dead_letter(&self.name, lines[a], &message));
+                            metrics::counter!("citygate_sink_dead_letters_total", "sink" => self.name.clone())
+                                .increment(1);
+                        } else {
+                            let mid = a + (b - a) / 2;
+                            todo.push((mid, b));
+                            todo.push((a, mid));
+                        }
+                        break;
+                    }
+                    WriteOutcome::Retry {
+                        reason,
+                        message,
+                        retry_after,
+                    } => {
+                        self.count_error(reason);
+                        let delay = match retry_after {
+                            Some(d) => d.min(RETRY_AFTER_MAX),
+                            None => self.backoff.next_delay(),
+                        };
+                        if self.status.is_ok() || self.status.lock().state == "starting" {
+                            warn!(sink = %self.name, error = %message, retry_in = ?delay,
+                                "store write failed; the data waits in the outbox and is retried");
+                        }
+                        self.status.set("retrying", Some(message));
+                        self.pause(delay).await?;
+                    }
+                    WriteOutcome::Auth { status, message } => {
+                        self.count_error("auth");
+                        error!(sink = %self.name, status, error = %message, retry_in = ?self.auth_retry,
+                            "the store refused the credentials (check the token or password); the data waits in the outbox");
+                        self.status
+                            .set("auth_error", Some(format!("{status}: {message}")));
+                        self.pause(self.auth_retry).await?;
+                    }
+                    WriteOutcome::Misconfigured { status, message } => {
+                        self.count_error("misconfigured");
+                        error!(sink = %self.name, status, error = %message, retry_in = ?self.auth_retry,
+                            "the store refused the write (check the url, org, bucket or database); the data waits in the outbox");
+                        self.status
+                            .set("misconfigured", Some(format!("{status}: {message}")));
+                        self.pause(self.auth_retry).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn count_error(&self, reason: &'static str) {
+        metrics::counter!("citygate_sink_errors_total", "sink" => self.name.clone(), "reason" => reason)
+            .increment(1);
+    }
+
+    /// Sleeps, unless told to stop.
+    async fn pause(&mut self, d: Duration) -> Result<(), Stopped> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = self.stop.changed() => Err(Stopped),
+        }
+    }
+}
+
+fn ms(n: i64) -> Duration {
+    Duration::from_millis(u64::try_from(n).unwrap_or(0))
+}
+
+/// A line the store refused, with the store's reason. The sensor is read back from the line's
+/// `sensor` tag so that the dead letter can be found by sensor.
+fn dead_letter(sink: &str, line: &[u8], message: &str) -> DeadLetter {
+    let text = String::from_utf8_lossy(line);
+    DeadLetter {
+        received_at: now_ms(),
+        source: format!("sink:{sink}").into(),
+        reason: STORE_REJECTED,
+        detail: format!("the store refused the line: {message}"),
+        sensor: sensor_tag(&text).map(Into::into),
+        metric: None,
+        value: None,
+        ts: None,
+        raw: Bytes::copy_from_slice(line),
+    }
+}
+
+/// The value of the `sensor` tag in a line written by `line::encode_readings` (the first tag),
+/// unescaped.
+fn sensor_tag(line: &str) -> Option<String> {
+    let mut chars = line.chars();
+    let mut prev_escape = false;
+    // Skip the measurement up to its first unescaped comma.
+    for c in chars.by_ref() {
+        match c {
+            '\\' if !prev_escape => prev_escape = true,
+            ',' if !prev_escape => break,
+            ' ' if !prev_escape => return None,
+            _ => prev_escape = false,
+        }
+    }
+    let rest: String = chars.collect();
+    let value = rest.strip_prefix("sensor=")?;
+    let mut out = String::new();
+    let mut escape = false;
+    for c in value.chars() {
+        match c {
+            '\\' if !escape => escape = true,
+            ',' | ' ' if !escape => break,
+            c => {
+                out.push(c);
+                escape = false;
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensor_tag_is_read_back_unescaped() {
+        assert_eq!(
+            sensor_tag("water_level,sensor=wl-1,district=x level=1 1").as_deref(),
+            Some("wl-1")
+        );
+        assert_eq!(
+            sensor_tag(r"water\,level,sensor=a\ b\,c,district=x level=1 1").as_deref(),
+            Some("a b,c")
+        );
+        assert_eq!(sensor_tag("alerts level=1 1"), None);
+        assert_eq!(sensor_tag("m,district=x level=1 1"), None);
+    }
+}
