@@ -20,6 +20,8 @@
 //! - [`catalog`]: kinds, metric names, plausible ranges
 //! - [`payload`]: JSON writing and [`bad_payloads`] for tests
 //! - [`http`]: a tiny blocking HTTP/1.1 POST client used by the binary
+//! - [`influx`]: line-protocol load for InfluxDB-compatible stores and the gateway ingest, for
+//!   `scripts/bench-influx`
 //! - [`mqtt`]: MQTT load generation and a counting subscriber, for benchmarks
 //! - [`modbus`]: Modbus TCP/RTU device simulator (the example meters, sonde and gas detectors),
 //!   with fault injection and a request log
@@ -30,6 +32,7 @@ pub mod fleet;
 mod geo;
 pub mod http;
 pub mod incidents;
+pub mod influx;
 mod kinds;
 pub mod modbus;
 pub mod mqtt;

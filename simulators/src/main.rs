@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use citygate_sim::http::HttpTarget;
-use citygate_sim::{bad_payloads, modbus, mqtt, Fleet, FleetConfig, SimSensor};
+use citygate_sim::{bad_payloads, influx, modbus, mqtt, Fleet, FleetConfig, SimSensor};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -39,6 +39,45 @@ enum Command {
     /// Read one Modbus unit back to back over one TCP connection for a while, and print the
     /// requests answered per second: the round-trip limit of that socket, for benchmarks.
     ModbusRtt(ModbusRttArgs),
+    /// POST N readings as InfluxDB line protocol to a store's /api/v2/write (or as citygate
+    /// JSON to the gateway's /api/v1/ingest) as fast as it takes them, and print the rate.
+    InfluxWrite(InfluxWriteArgs),
+}
+
+#[derive(Args)]
+struct InfluxWriteArgs {
+    /// http://host:port of the store (path: /api/v2/write?org=citygate&bucket=bench&precision=ms)
+    /// or of the gateway with --format json (path: /api/v1/ingest); or a full URL.
+    #[arg(long)]
+    url: String,
+    /// Readings in all; one line each.
+    #[arg(long, default_value_t = 100_000)]
+    lines: u64,
+    /// Distinct sensors, over four single-metric kinds; each reports once a simulated minute.
+    #[arg(long, default_value_t = 10_000)]
+    sensors: u64,
+    /// Readings per request.
+    #[arg(long, default_value_t = 5_000)]
+    batch: u64,
+    /// Requests in flight, one keep-alive connection each.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Gzip the request bodies (Content-Encoding: gzip).
+    #[arg(long)]
+    gzip: bool,
+    /// line: InfluxDB line protocol; json: citygate JSON for the gateway's ingest.
+    #[arg(long, value_enum, default_value_t = influx::BodyFormat::Line)]
+    format: influx::BodyFormat,
+    /// Timestamp of every sensor's first report, epoch ms (default: the run ends a day ago).
+    /// Give two runs the same start to write the same readings.
+    #[arg(long)]
+    start_ms: Option<i64>,
+    /// Per-request timeout, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_s: u64,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
 }
 
 const MODBUS_HELP: &str = "\
@@ -290,6 +329,7 @@ fn main() -> ExitCode {
         Command::SubscribeRate(args) => report(run_subscribe(args)),
         Command::Modbus(args) => report(runtime().and_then(|rt| rt.block_on(run_modbus(args)))),
         Command::ModbusRtt(args) => report(run_modbus_rtt(args)),
+        Command::InfluxWrite(args) => report(run_influx_write(args)),
     }
 }
 
@@ -339,6 +379,54 @@ fn run_load(args: LoadArgs) -> Result<(), String> {
             r.published,
             opts.sensors,
             opts.qos,
+            r.seconds,
+            r.rate()
+        );
+    }
+    Ok(())
+}
+
+fn run_influx_write(args: InfluxWriteArgs) -> Result<(), String> {
+    let start_ms = args.start_ms.unwrap_or_else(|| {
+        influx::BenchReadings::start_before(wall_ms(), args.lines, args.sensors)
+    });
+    let opts = influx::WriteOptions {
+        url: args.url,
+        readings: influx::BenchReadings {
+            lines: args.lines,
+            sensors: args.sensors,
+            start_ms,
+        },
+        batch: args.batch,
+        concurrency: args.concurrency,
+        gzip: args.gzip,
+        format: args.format,
+        timeout: Duration::from_secs(args.timeout_s),
+    };
+    let r = runtime()?
+        .block_on(influx::write(&opts))
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "lines": r.lines,
+                "seconds": r.seconds,
+                "rate": r.rate(),
+                "requests": r.requests,
+                "bytes": r.bytes,
+                "last_at": r.last_at,
+                "accepted": r.accepted,
+                "rejected": r.rejected,
+                "start_ms": start_ms,
+            })
+        );
+    } else {
+        println!(
+            "wrote {} lines in {} requests ({} bytes) in {:.2} s: {:.0} lines/s",
+            r.lines,
+            r.requests,
+            r.bytes,
             r.seconds,
             r.rate()
         );
