@@ -9,7 +9,7 @@ pub struct OutboxConfig {
     /// Most bytes of compressed line protocol the outbox may hold before `when_full` applies.
     /// It counts the entries' bodies; SQLite adds its pages and WAL on top (a few percent), so
     /// leave the disk some room beyond it. A store outage of hours needs room for hours of
-    /// readings: see the README for the bytes per reading.
+    /// readings: about 12 bytes each (BENCHMARKS.md).
     pub max_bytes: u64,
     /// What happens when the outbox is full: `"block"` pushes back on the sources (MQTT stops
     /// acknowledging and pulling, so the broker keeps the messages; Modbus polls wait), and

@@ -3,8 +3,8 @@
 
 use std::io::{Read, Write};
 
-use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
 use flate2::Compression;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
@@ -40,13 +40,15 @@ impl Append {
     /// Compresses line protocol for the outbox. Level 1: line protocol repeats itself (the
     /// same measurements, tags and field keys on every line), so even the fastest level
     /// shrinks it four- to eightfold, and the store thread must not wait on a slow encoder.
+    /// Gzip, the format of a gzipped write request, so that a sink can send an entry as it is
+    /// stored, without compressing it again.
     pub fn compress(
         lines_text: &[u8],
         lines: u64,
         points: u64,
         created_at: TimestampMs,
     ) -> std::io::Result<Append> {
-        let mut enc = DeflateEncoder::new(
+        let mut enc = GzEncoder::new(
             Vec::with_capacity(lines_text.len() / 4 + 64),
             Compression::fast(),
         );
@@ -186,16 +188,19 @@ pub struct Entry {
     pub seq: i64,
     /// The line protocol, decompressed.
     pub text: Vec<u8>,
-    /// Set when the body cannot be decompressed (a damaged disk): why, and the stored bytes.
-    /// The sink keeps it as a dead letter and goes on; one bad entry never blocks the queue.
-    pub corrupt: Option<(String, Vec<u8>)>,
+    /// The stored (gzipped) body.
+    pub body: Vec<u8>,
+    /// Set when the body cannot be decompressed (a damaged disk): why. The sink keeps the
+    /// entry as a dead letter and goes on; one bad entry never blocks the queue.
+    pub corrupt: Option<String>,
+    pub lines: u64,
 }
 
 /// Reads the entries `from..=to`, decompressed, oldest first.
 pub fn read_range(conn: &Connection, from: i64, to: i64) -> Result<Vec<Entry>, ReadError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT seq, raw_len, body FROM outbox WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
+            "SELECT seq, raw_len, body, lines FROM outbox WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
         )
         .map_err(ReadError::Sqlite)?;
     let rows = stmt
@@ -204,21 +209,28 @@ pub fn read_range(conn: &Connection, from: i64, to: i64) -> Result<Vec<Entry>, R
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })
         .map_err(ReadError::Sqlite)?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, raw_len, body) = row.map_err(ReadError::Sqlite)?;
+        let (seq, raw_len, body, lines) = row.map_err(ReadError::Sqlite)?;
         let mut text = Vec::with_capacity(raw_len.max(0) as usize);
-        let corrupt = match DeflateDecoder::new(body.as_slice()).read_to_end(&mut text) {
+        let corrupt = match GzDecoder::new(body.as_slice()).read_to_end(&mut text) {
             Ok(_) => None,
             Err(e) => {
                 text.clear();
-                Some((e.to_string(), body))
+                Some(e.to_string())
             }
         };
-        out.push(Entry { seq, text, corrupt });
+        out.push(Entry {
+            seq,
+            text,
+            body,
+            corrupt,
+            lines: lines.max(0) as u64,
+        });
     }
     Ok(out)
 }

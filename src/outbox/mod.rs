@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! pipeline ──► store thread ──one SQLite transaction──► readings, alerts, dead letters (local)
-//!                                                   └──► outbox entry (line protocol, deflated)
+//!                                                   └──► outbox entry (line protocol, gzipped)
 //!                                                             │ each sink has its own cursor
 //!                                                             ├──► [[sinks.influxdb]] "central"
 //!                                                             └──► [[sinks.influxdb]] "backup"
@@ -67,6 +67,16 @@ pub struct Admit {
     /// Delete the entries up to here first (`drop_oldest`).
     pub drop_through: Option<i64>,
     pub dropped_points: u64,
+}
+
+/// Consecutive entries `from..=to` for one request's worth of lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub from: i64,
+    pub to: i64,
+    /// The range reached a limit (more entries follow, or the lines or bytes are at the
+    /// limit): a whole request, not a part-filled one.
+    pub full: bool,
 }
 
 /// One sink's backlog.
@@ -286,20 +296,38 @@ impl Outbox {
         passed
     }
 
-    /// A sink's cursor and the entries after it, up to `max_raw` uncompressed bytes or
-    /// `max_lines` lines (at least one entry when there is any).
-    pub fn next_range(&self, sink: usize, max_raw: u64, max_lines: u64) -> Option<(i64, i64)> {
+    /// The entries after a sink's cursor, up to `max_raw` uncompressed bytes or `max_lines`
+    /// lines (at least one entry when there is any).
+    pub fn next_range(&self, sink: usize, max_raw: u64, max_lines: u64) -> Option<Range> {
         let st = self.lock();
         let cursor = *st.sinks.get(sink)?;
-        let mut range: Option<(i64, i64)> = None;
+        Self::range_in(&st, cursor, max_raw, max_lines)
+    }
+
+    /// Like [`Outbox::next_range`], but after `seq` rather than after the cursor: the range a
+    /// sink can prepare while the one up to `seq` is still being delivered.
+    pub fn range_after(&self, seq: i64, max_raw: u64, max_lines: u64) -> Option<Range> {
+        Self::range_in(&self.lock(), seq, max_raw, max_lines)
+    }
+
+    fn range_in(st: &State, after: i64, max_raw: u64, max_lines: u64) -> Option<Range> {
+        let mut range: Option<Range> = None;
         let (mut raw, mut lines) = (0u64, 0u64);
-        for m in st.after(cursor) {
-            if range.is_some() && (raw + m.raw_len > max_raw || lines + m.lines > max_lines) {
-                break;
+        for m in st.after(after) {
+            if let Some(r) = &mut range {
+                if raw + m.raw_len > max_raw || lines + m.lines > max_lines {
+                    r.full = true;
+                    break;
+                }
             }
             raw += m.raw_len;
             lines += m.lines;
-            range = Some((range.map_or(m.seq, |r| r.0), m.seq));
+            let from = range.map_or(m.seq, |r| r.from);
+            range = Some(Range {
+                from,
+                to: m.seq,
+                full: raw >= max_raw || lines >= max_lines,
+            });
         }
         range
     }

@@ -43,6 +43,13 @@ pub enum ClientError {
     TokenNotAHeader,
 }
 
+/// A request body, encoded and ready to send; cheap to clone for a retry.
+#[derive(Clone, Debug)]
+pub struct Body {
+    bytes: bytes::Bytes,
+    gzipped: bool,
+}
+
 /// What became of one write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -295,19 +302,44 @@ impl InfluxClient {
     /// /write?db=&rp=&precision=ms (v1, basic auth); gzip body with `Content-Encoding: gzip`
     /// when configured (fast level).
     pub async fn write(&self, body: &[u8]) -> WriteOutcome {
+        self.send(self.encode(body)).await
+    }
+
+    /// Encodes lines into a request body: gzipped when configured. CPU work, so the drain runs
+    /// it off the async threads, while the request before is in flight.
+    pub fn encode(&self, lines: &[u8]) -> Body {
+        match self.inner.gzip.then(|| gzip(lines)) {
+            Some(Ok(compressed)) => Body {
+                bytes: compressed.into(),
+                gzipped: true,
+            },
+            // Compressing into memory cannot fail; if it somehow did, plain is still right.
+            Some(Err(_)) | None => Body {
+                bytes: bytes::Bytes::copy_from_slice(lines),
+                gzipped: false,
+            },
+        }
+    }
+
+    /// A body already gzipped (an outbox entry as stored), when this client sends gzip.
+    pub fn gzipped(&self, gz: Vec<u8>) -> Option<Body> {
+        self.inner.gzip.then(|| Body {
+            bytes: gz.into(),
+            gzipped: true,
+        })
+    }
+
+    /// POSTs an encoded body (see [`InfluxClient::encode`]).
+    pub async fn send(&self, body: Body) -> WriteOutcome {
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        let payload = match self.inner.gzip.then(|| gzip(body)) {
-            Some(Ok(compressed)) => {
-                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                compressed
-            }
-            // Compressing into memory cannot fail; if it somehow did, plain is still right.
-            Some(Err(_)) | None => body.to_vec(),
-        };
+        if body.gzipped {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        let payload = body.bytes;
         let sent = self
             .request(Method::POST, self.inner.write_url.clone())
             .headers(headers)

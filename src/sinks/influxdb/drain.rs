@@ -18,12 +18,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::client::{CheckError, InfluxClient, WriteOutcome};
+use super::client::{Body, CheckError, InfluxClient, WriteOutcome};
 use super::config::InfluxConfig;
 use crate::app::{error_chain, now_ms};
 use crate::backoff::Backoff;
 use crate::model::{DeadLetter, TimestampMs};
-use crate::outbox::{db, Lag, Outbox};
+use crate::outbox::{db, Lag, Outbox, Range};
 
 /// The reason code of a line the store refused.
 pub const STORE_REJECTED: &str = "store_rejected";
@@ -199,46 +199,99 @@ impl Drain {
     async fn run(mut self) {
         self.startup_check().await;
         let mut head = self.outbox.subscribe();
+        // The next full request, read and encoded while the one before is in flight: with a
+        // backlog the store is kept busy instead of waiting on our disk and compression.
+        let mut ahead: Option<tokio::task::JoinHandle<Result<Prepared, db::ReadError>>> = None;
         loop {
             if *self.stop.borrow() {
                 return;
             }
-            let lag = self.outbox.lag(self.index);
-            if lag.entries == 0 {
-                tokio::select! {
-                    r = head.changed() => if r.is_err() { return },
-                    _ = self.stop.changed() => return,
-                }
-                continue;
-            }
-            // Fewer lines than a full request: wait for more, at most until the oldest is
-            // `flush_interval` old.
-            let full = lag.lines >= self.max_lines || lag.raw_bytes >= self.max_bytes;
-            // An entry stamped after now (the clock was set back) counts as due, or a quiet
-            // sink would wait for a full request.
-            let now = now_ms();
-            let age = lag
-                .oldest_at
-                .filter(|t| *t <= now)
-                .map_or(Duration::MAX, |t| ms(now - t));
-            if !full && age < self.flush {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.flush - age) => {}
-                    r = head.changed() => if r.is_err() { return },
-                    _ = self.stop.changed() => return,
-                }
-                continue;
-            }
-            let Some((from, to)) =
-                self.outbox
-                    .next_range(self.index, self.max_bytes, self.max_lines)
-            else {
-                continue;
+            let ready = match ahead.take() {
+                Some(task) => task.await.ok().and_then(Result::ok),
+                None => None,
             };
-            if self.deliver_range(from, to).await.is_err() {
+            let prepared = match ready {
+                Some(p) => p,
+                None => match self.wait_for_work(&mut head).await {
+                    Ok(Some(range)) => match self.prepare(range).await {
+                        Ok(p) => p,
+                        Err(Stopped) => return,
+                    },
+                    Ok(None) => continue,
+                    Err(Stopped) => return,
+                },
+            };
+            if let Some(next) = self
+                .outbox
+                .range_after(prepared.to, self.max_bytes, self.max_lines)
+                .filter(|r| r.full)
+            {
+                ahead = Some(self.spawn_prepare(next));
+            }
+            if self.deliver_prepared(prepared).await.is_err() {
                 return;
             }
         }
+    }
+
+    /// Waits until there is a request's worth of lines, or the oldest waiting entry is
+    /// `flush_interval` old; returns the range to send (`None`: look again).
+    async fn wait_for_work(
+        &mut self,
+        head: &mut watch::Receiver<i64>,
+    ) -> Result<Option<Range>, Stopped> {
+        let lag = self.outbox.lag(self.index);
+        if lag.entries == 0 {
+            tokio::select! {
+                r = head.changed() => if r.is_err() { return Err(Stopped) },
+                _ = self.stop.changed() => return Err(Stopped),
+            }
+            return Ok(None);
+        }
+        // Fewer lines than a full request: wait for more, at most until the oldest is
+        // `flush_interval` old.
+        let full = lag.lines >= self.max_lines || lag.raw_bytes >= self.max_bytes;
+        // An entry stamped after now (the clock was set back) counts as due, or a quiet
+        // sink would wait for a full request.
+        let now = now_ms();
+        let age = lag
+            .oldest_at
+            .filter(|t| *t <= now)
+            .map_or(Duration::MAX, |t| ms(now - t));
+        if !full && age < self.flush {
+            tokio::select! {
+                _ = tokio::time::sleep(self.flush - age) => {}
+                r = head.changed() => if r.is_err() { return Err(Stopped) },
+                _ = self.stop.changed() => return Err(Stopped),
+            }
+            return Ok(None);
+        }
+        Ok(self
+            .outbox
+            .next_range(self.index, self.max_bytes, self.max_lines))
+    }
+
+    /// Reads and encodes a range, retrying while the outbox cannot be read.
+    async fn prepare(&mut self, range: Range) -> Result<Prepared, Stopped> {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let limits = (self.max_lines, self.max_bytes);
+        self.with_db("read the outbox", move |conn| {
+            prepare(conn, &client, &name, range, limits)
+        })
+        .await
+    }
+
+    /// Reads and encodes a range in the background (see `run`).
+    fn spawn_prepare(
+        &self,
+        range: Range,
+    ) -> tokio::task::JoinHandle<Result<Prepared, db::ReadError>> {
+        let (conn, client, name) = (self.conn.clone(), self.client.clone(), self.name.clone());
+        let limits = (self.max_lines, self.max_bytes);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            prepare(&mut conn, &client, &name, range, limits)
+        })
     }
 
     async fn startup_check(&mut self) {
@@ -261,29 +314,19 @@ impl Drain {
         }
     }
 
-    /// Delivers the entries `from..=to` and moves the cursor past them.
-    async fn deliver_range(&mut self, from: i64, to: i64) -> Result<(), Stopped> {
-        let entries = self
-            .with_db("read the outbox", move |conn| {
-                db::read_range(conn, from, to)
-            })
-            .await?;
-        let mut dead = Vec::new();
-        let mut lines: Vec<&[u8]> = Vec::new();
-        for e in &entries {
-            if let Some((why, body)) = &e.corrupt {
-                error!(sink = %self.name, seq = e.seq, error = %why,
-                    "an outbox entry cannot be decompressed; kept as a dead letter");
-                dead.push(corrupt_letter(&self.name, e.seq, why, body));
-                continue;
-            }
-            lines.extend(e.text.split(|b| *b == b'\n').filter(|l| !l.is_empty()));
-        }
-        let mut start = 0;
-        while start < lines.len() {
-            let end = self.chunk_end(&lines, start);
-            self.deliver(&lines[start..end], &mut dead).await?;
-            start = end;
+    /// Delivers a prepared range and moves the cursor past it.
+    async fn deliver_prepared(&mut self, p: Prepared) -> Result<(), Stopped> {
+        let Prepared {
+            to,
+            chunks,
+            mut dead,
+        } = p;
+        for (text, body) in chunks {
+            let lines: Vec<&[u8]> = text
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .collect();
+            self.deliver(&lines, Some(body), &mut dead).await?;
         }
         let n_dead = dead.len() as u64;
         let name = self.name.clone();
@@ -335,30 +378,14 @@ impl Drain {
         }
     }
 
-    /// The end of the request that starts at `start`: within the line and byte limits, at
-    /// least one line.
-    fn chunk_end(&self, lines: &[&[u8]], start: usize) -> usize {
-        let mut bytes = 0u64;
-        let mut end = start;
-        while end < lines.len() {
-            let len = lines[end].len() as u64 + 1;
-            if end > start
-                && (bytes + len > self.max_bytes || (end - start) as u64 >= self.max_lines)
-            {
-                break;
-            }
-            bytes += len;
-            end += 1;
-        }
-        end
-    }
-
     /// Writes `lines`, splitting refused requests down to the refused lines, which go to
     /// `dead`; waits out every temporary failure. Returns only when every line is written or
     /// dead-lettered, or when the task is stopped.
+    /// `encoded` is the whole of `lines`, already encoded, when the caller has it.
     async fn deliver(
         &mut self,
         lines: &[&[u8]],
+        mut encoded: Option<Body>,
         dead: &mut Vec<DeadLetter>,
     ) -> Result<(), Stopped> {
         // Halves still to write, as ranges of `lines`; the earlier half is written first.
@@ -366,16 +393,14 @@ impl Drain {
         // Whether a refusal is about the lines (dead-letter them) or about every request (an
         // invalid parameter, a proxy's 400: keep everything). Asked once, when needed.
         let mut lines_are_the_problem = false;
-        let mut body = Vec::new();
         while let Some((a, b)) = todo.pop() {
-            body.clear();
-            for l in &lines[a..b] {
-                body.extend_from_slice(l);
-                body.push(b'\n');
-            }
+            let body = match encoded.take() {
+                Some(body) if (a, b) == (0, lines.len()) => body,
+                _ => self.client.encode(&join_lines(&lines[a..b])),
+            };
             loop {
                 let started = Instant::now();
-                let outcome = self.client.write(&body).await;
+                let outcome = self.client.send(body.clone()).await;
                 metrics::histogram!("citygate_sink_write_seconds", "sink" => self.name.clone())
                     .record(started.elapsed().as_secs_f64());
                 match outcome {
@@ -483,6 +508,91 @@ impl Drain {
             _ = self.stop.changed() => Err(Stopped),
         }
     }
+}
+
+/// A range of the outbox, read and encoded, ready to send.
+struct Prepared {
+    to: i64,
+    /// Each request: its lines (newline-terminated) and its encoded body.
+    chunks: Vec<(Vec<u8>, Body)>,
+    /// Entries that could not be decompressed, as dead letters.
+    dead: Vec<DeadLetter>,
+}
+
+/// Reads the entries of `range` and cuts their lines into requests within the limits
+/// (`(max_lines, max_bytes)`), each encoded. Blocking.
+fn prepare(
+    conn: &mut Connection,
+    client: &InfluxClient,
+    sink: &str,
+    range: Range,
+    (max_lines, max_bytes): (u64, u64),
+) -> Result<Prepared, db::ReadError> {
+    let mut entries = db::read_range(conn, range.from, range.to)?;
+    // The common case with a backlog: one stored entry is one request. It goes as stored,
+    // already gzipped: no second compression.
+    if let [e] = entries.as_mut_slice() {
+        let fits = e.lines <= max_lines && e.text.len() as u64 <= max_bytes;
+        if e.corrupt.is_none() && fits {
+            if let Some(body) = client.gzipped(std::mem::take(&mut e.body)) {
+                return Ok(Prepared {
+                    to: range.to,
+                    chunks: vec![(std::mem::take(&mut e.text), body)],
+                    dead: Vec::new(),
+                });
+            }
+        }
+    }
+    let mut dead = Vec::new();
+    let mut lines: Vec<&[u8]> = Vec::new();
+    for e in &entries {
+        if let Some(why) = &e.corrupt {
+            error!(sink = %sink, seq = e.seq, error = %why,
+                "an outbox entry cannot be decompressed; kept as a dead letter");
+            dead.push(corrupt_letter(sink, e.seq, why, &e.body));
+            continue;
+        }
+        lines.extend(e.text.split(|b| *b == b'\n').filter(|l| !l.is_empty()));
+    }
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < lines.len() {
+        let end = chunk_end(&lines, start, max_lines, max_bytes);
+        let text = join_lines(&lines[start..end]);
+        let body = client.encode(&text);
+        chunks.push((text, body));
+        start = end;
+    }
+    Ok(Prepared {
+        to: range.to,
+        chunks,
+        dead,
+    })
+}
+
+/// The end of the request that starts at `start`: within the line and byte limits, at least
+/// one line.
+fn chunk_end(lines: &[&[u8]], start: usize, max_lines: u64, max_bytes: u64) -> usize {
+    let mut bytes = 0u64;
+    let mut end = start;
+    while end < lines.len() {
+        let len = lines[end].len() as u64 + 1;
+        if end > start && (bytes + len > max_bytes || (end - start) as u64 >= max_lines) {
+            break;
+        }
+        bytes += len;
+        end += 1;
+    }
+    end
+}
+
+fn join_lines(lines: &[&[u8]]) -> Vec<u8> {
+    let mut text = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in lines {
+        text.extend_from_slice(l);
+        text.push(b'\n');
+    }
+    text
 }
 
 fn ms(n: i64) -> Duration {

@@ -109,7 +109,7 @@ const MIGRATIONS: &[&str] = &[
         lines      INTEGER NOT NULL,
         -- Length of the line protocol before compression.
         raw_len    INTEGER NOT NULL,
-        -- Deflate-compressed line protocol.
+        -- Gzip-compressed line protocol (a sink can send it as it is).
         body       BLOB    NOT NULL
     );
     -- Each sink's last confirmed entry.
