@@ -14,9 +14,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -116,11 +115,6 @@ impl Influx1 {
 
     async fn spawn(&mut self) {
         assert!(self.child.is_none(), "influxd is still running");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open influxd log");
         let mut cmd = Command::new(influxd_bin());
         cmd.arg("run")
             .arg("-config")
@@ -131,12 +125,7 @@ impl Influx1 {
                 cmd.env_remove(key);
             }
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{NOT_INSTALLED} ({e})"));
+        let child = super::process::spawn_logged(&mut cmd, &self.log_path(), NOT_INSTALLED);
         self.child = Some(child);
         let url = format!("{}/ping", self.url());
         let log = self.log_path();

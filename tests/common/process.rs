@@ -2,8 +2,25 @@
 //! stopping with a signal, and waiting until one answers over HTTP.
 #![allow(dead_code)]
 
-use std::process::{Child, Command};
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Starts `cmd` with its stdout and stderr appended to `log` (appending keeps the log of earlier
+/// runs across restarts); panics with `not_installed` (an install hint) when it cannot start.
+pub fn spawn_logged(cmd: &mut Command, log: &Path, not_installed: &str) -> Child {
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone log handle"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{not_installed} ({e})"))
+}
 
 /// Sends `sig` (`"-TERM"`, `"-KILL"`) to the child, if it runs, and waits for it to exit.
 pub fn signal(child: &mut Option<Child>, sig: &str) {

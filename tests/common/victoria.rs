@@ -24,9 +24,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -96,25 +95,15 @@ impl Victoria {
 
     async fn spawn(&mut self) {
         assert!(self.child.is_none(), "victoria-metrics is still running");
-        // Appending keeps the log of earlier runs across restarts.
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open victoria-metrics log");
-        let child = Command::new(victoria_bin())
-            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+        let mut cmd = Command::new(victoria_bin());
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
             .arg(format!(
                 "-storageDataPath={}",
                 self.dir.path().join("data").display()
             ))
             .arg("-dedup.minScrapeInterval=1ms")
-            .arg("-retentionPeriod=100y")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{NOT_INSTALLED} ({e})"));
+            .arg("-retentionPeriod=100y");
+        let child = super::process::spawn_logged(&mut cmd, &self.log_path(), NOT_INSTALLED);
         self.child = Some(child);
         let url = format!("{}/health", self.url());
         let log = self.log_path();
