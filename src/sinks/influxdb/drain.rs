@@ -174,6 +174,8 @@ impl Sink {
     }
 }
 
+/// Cloned for each request in flight: the parts are shared (`Arc`) or per-request (backoff).
+#[derive(Clone)]
 struct Drain {
     index: usize,
     name: String,
@@ -193,44 +195,76 @@ struct Drain {
 }
 
 /// The task was told to stop.
+#[derive(Debug)]
 struct Stopped;
+
+/// Most requests in flight per sink. Two keep the store busy while the gateway reads the
+/// outbox and commits cursors; cursors still move strictly in order.
+const IN_FLIGHT: usize = 2;
+
+/// A request in flight: the end of its range and the dead letters it made.
+type InFlight = tokio::task::JoinHandle<Result<(i64, Vec<DeadLetter>), Stopped>>;
 
 impl Drain {
     async fn run(mut self) {
         self.startup_check().await;
         let mut head = self.outbox.subscribe();
-        // The next full request, read and encoded while the one before is in flight: with a
-        // backlog the store is kept busy instead of waiting on our disk and compression.
-        let mut ahead: Option<tokio::task::JoinHandle<Result<Prepared, db::ReadError>>> = None;
+        // Requests in flight, oldest first. The first comes from the cursor (and waits for a
+        // full request or the flush interval); a second is sent only when a full request
+        // follows the first. Each is confirmed, in order, once it and all before it are done.
+        let mut in_flight: std::collections::VecDeque<(i64, InFlight)> = Default::default();
         loop {
             if *self.stop.borrow() {
-                return;
+                break;
             }
-            let ready = match ahead.take() {
-                Some(task) => task.await.ok().and_then(Result::ok),
-                None => None,
-            };
-            let prepared = match ready {
-                Some(p) => p,
-                None => match self.wait_for_work(&mut head).await {
-                    Ok(Some(range)) => match self.prepare(range).await {
-                        Ok(p) => p,
+            while in_flight.len() < IN_FLIGHT {
+                let range = match in_flight.back() {
+                    None => match self.wait_for_work(&mut head).await {
+                        Ok(Some(range)) => range,
+                        Ok(None) => break,
                         Err(Stopped) => return,
                     },
-                    Ok(None) => continue,
-                    Err(Stopped) => return,
-                },
+                    Some((last, _)) => {
+                        match self
+                            .outbox
+                            .range_after(*last, self.max_bytes, self.max_lines)
+                            .filter(|r| r.full)
+                        {
+                            Some(range) => range,
+                            None => break,
+                        }
+                    }
+                };
+                let Ok(prepared) = self.prepare(range).await else {
+                    break;
+                };
+                let mut writer = self.clone();
+                in_flight.push_back((
+                    range.to,
+                    tokio::spawn(async move { writer.send_prepared(prepared).await }),
+                ));
+            }
+            let Some((_, oldest)) = in_flight.pop_front() else {
+                continue;
             };
-            if let Some(next) = self
-                .outbox
-                .range_after(prepared.to, self.max_bytes, self.max_lines)
-                .filter(|r| r.full)
-            {
-                ahead = Some(self.spawn_prepare(next));
+            match oldest.await {
+                Ok(Ok((to, dead))) => {
+                    if self.confirm(to, dead).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Err(Stopped)) => break,
+                Err(e) => {
+                    // A request task failed (a bug): start again from the cursor.
+                    error!(sink = %self.name, error = %e, "a request task failed; resending from the cursor");
+                    for (_, task) in in_flight.drain(..) {
+                        task.abort();
+                    }
+                }
             }
-            if self.deliver_prepared(prepared).await.is_err() {
-                return;
-            }
+        }
+        for (_, task) in in_flight {
+            task.abort();
         }
     }
 
@@ -281,19 +315,6 @@ impl Drain {
         .await
     }
 
-    /// Reads and encodes a range in the background (see `run`).
-    fn spawn_prepare(
-        &self,
-        range: Range,
-    ) -> tokio::task::JoinHandle<Result<Prepared, db::ReadError>> {
-        let (conn, client, name) = (self.conn.clone(), self.client.clone(), self.name.clone());
-        let limits = (self.max_lines, self.max_bytes);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            prepare(&mut conn, &client, &name, range, limits)
-        })
-    }
-
     async fn startup_check(&mut self) {
         match self.client.check().await {
             Ok(()) => {
@@ -314,8 +335,9 @@ impl Drain {
         }
     }
 
-    /// Delivers a prepared range and moves the cursor past it.
-    async fn deliver_prepared(&mut self, p: Prepared) -> Result<(), Stopped> {
+    /// Writes a prepared range (every line written or dead-lettered); returns the end of the
+    /// range and the dead letters, for [`Drain::confirm`].
+    async fn send_prepared(&mut self, p: Prepared) -> Result<(i64, Vec<DeadLetter>), Stopped> {
         let Prepared {
             to,
             chunks,
@@ -328,6 +350,11 @@ impl Drain {
                 .collect();
             self.deliver(&lines, Some(body), &mut dead).await?;
         }
+        Ok((to, dead))
+    }
+
+    /// Moves the cursor past `to`, keeping the dead letters, in one transaction.
+    async fn confirm(&mut self, to: i64, dead: Vec<DeadLetter>) -> Result<(), Stopped> {
         let n_dead = dead.len() as u64;
         let name = self.name.clone();
         let raw_max = self.raw_max;
