@@ -197,25 +197,21 @@ pub struct Entry {
 }
 
 /// Reads the entries `from..=to`, decompressed, oldest first.
-pub fn read_range(conn: &Connection, from: i64, to: i64) -> Result<Vec<Entry>, ReadError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, raw_len, body, lines FROM outbox WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
-        )
-        .map_err(ReadError::Sqlite)?;
-    let rows = stmt
-        .query_map([from, to], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })
-        .map_err(ReadError::Sqlite)?;
+pub fn read_range(conn: &Connection, from: i64, to: i64) -> rusqlite::Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, raw_len, body, lines FROM outbox WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([from, to], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, raw_len, body, lines) = row.map_err(ReadError::Sqlite)?;
+        let (seq, raw_len, body, lines) = row?;
         let mut text = Vec::with_capacity(raw_len.max(0) as usize);
         let corrupt = match GzDecoder::new(body.as_slice()).read_to_end(&mut text) {
             Ok(_) => None,
@@ -233,12 +229,6 @@ pub fn read_range(conn: &Connection, from: i64, to: i64) -> Result<Vec<Entry>, R
         });
     }
     Ok(out)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("cannot read the outbox")]
-    Sqlite(#[source] rusqlite::Error),
 }
 
 /// Records that a sink has delivered everything up to `seq`: its cursor moves, the dead

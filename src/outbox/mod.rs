@@ -373,10 +373,7 @@ impl Outbox {
             bytes: st.stored,
             max_bytes: self.cfg.max_bytes,
             when_full: self.cfg.when_full.as_str(),
-            oldest_age_seconds: st
-                .entries
-                .front()
-                .map(|m| (now - m.created_at).max(0) as f64 / 1000.0),
+            oldest_age_seconds: st.entries.front().map(|m| age_seconds(m.created_at, now)),
             dropped_points: st.dropped_points,
         }
     }
@@ -392,6 +389,11 @@ impl Outbox {
                 .map_or(0.0, |m| m.created_at as f64 / 1000.0),
         );
     }
+}
+
+/// Seconds from `then` to `now` (epoch ms), never negative.
+pub fn age_seconds(then: TimestampMs, now: TimestampMs) -> f64 {
+    (now - then).max(0) as f64 / 1000.0
 }
 
 #[cfg(test)]

@@ -86,7 +86,9 @@ impl SinkStatus {
             last_ok_at: i.last_ok_at,
             written_points: i.written_points,
             dead_letters: i.dead_letters,
-            oldest_age_seconds: lag.oldest_at.map(|t| (now_ms() - t).max(0) as f64 / 1000.0),
+            oldest_age_seconds: lag
+                .oldest_at
+                .map(|t| crate::outbox::age_seconds(t, now_ms())),
             lag,
         }
     }
@@ -472,7 +474,7 @@ impl Drain {
                             Some(d) => d.clamp(self.retry_min, RETRY_AFTER_MAX),
                             None => self.backoff.next_delay(),
                         };
-                        if self.status.is_ok() || self.status.lock().state == "starting" {
+                        if matches!(self.status.lock().state, "ok" | "starting") {
                             warn!(sink = %self.name, error = %message, retry_in = ?delay,
                                 "store write failed; the data waits in the outbox and is retried");
                         }
@@ -554,7 +556,7 @@ fn prepare(
     sink: &str,
     range: Range,
     (max_lines, max_bytes): (u64, u64),
-) -> Result<Prepared, db::ReadError> {
+) -> rusqlite::Result<Prepared> {
     let mut entries = db::read_range(conn, range.from, range.to)?;
     // The common case with a backlog: one stored entry is one request. It goes as stored,
     // already gzipped: no second compression.
@@ -626,19 +628,32 @@ fn ms(n: i64) -> Duration {
     Duration::from_millis(u64::try_from(n).unwrap_or(0))
 }
 
-/// A line the store refused, with the store's reason. The sensor is read back from the line's
-/// `sensor` tag so that the dead letter can be found by sensor.
+/// A line the store refused, with the store's reason. The gateway's own line-protocol decoder
+/// reads it back, so that the dead letter can be found by sensor (and, for a one-metric line,
+/// by metric, value and time).
 fn dead_letter(sink: &str, line: &[u8], message: &str) -> DeadLetter {
-    let text = String::from_utf8_lossy(line);
+    let ctx = crate::codec::DecodeContext {
+        precision: crate::codec::Precision::Ms,
+        ..Default::default()
+    };
+    let (mut readings, mut errors) = (Vec::new(), Vec::new());
+    let _ = crate::codec::decode(
+        crate::codec::Format::Line,
+        line,
+        &ctx,
+        &mut readings,
+        &mut errors,
+    );
+    let one = (readings.len() == 1).then(|| &readings[0]);
     DeadLetter {
         received_at: now_ms(),
         source: format!("sink:{sink}").into(),
         reason: STORE_REJECTED,
         detail: format!("the store refused the line: {message}"),
-        sensor: sensor_tag(&text).map(Into::into),
-        metric: None,
-        value: None,
-        ts: None,
+        sensor: readings.first().map(|r| r.sensor.clone()),
+        metric: one.map(|r| r.metric.clone()),
+        value: one.map(|r| r.value),
+        ts: one.map(|r| r.ts),
         raw: Bytes::copy_from_slice(line),
     }
 }
@@ -654,52 +669,27 @@ fn corrupt_letter(sink: &str, seq: i64, why: &str, body: &[u8]) -> DeadLetter {
     )
 }
 
-/// The value of the `sensor` tag in a line written by `line::encode_readings` (the first tag),
-/// unescaped.
-fn sensor_tag(line: &str) -> Option<String> {
-    let mut chars = line.chars();
-    let mut prev_escape = false;
-    // Skip the measurement up to its first unescaped comma.
-    for c in chars.by_ref() {
-        match c {
-            '\\' if !prev_escape => prev_escape = true,
-            ',' if !prev_escape => break,
-            ' ' if !prev_escape => return None,
-            _ => prev_escape = false,
-        }
-    }
-    let rest: String = chars.collect();
-    let value = rest.strip_prefix("sensor=")?;
-    let mut out = String::new();
-    let mut escape = false;
-    for c in value.chars() {
-        match c {
-            '\\' if !escape => escape = true,
-            ',' | ' ' if !escape => break,
-            c => {
-                out.push(c);
-                escape = false;
-            }
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sensor_tag_is_read_back_unescaped() {
-        assert_eq!(
-            sensor_tag("water_level,sensor=wl-1,district=x level=1 1").as_deref(),
-            Some("wl-1")
+    fn a_refused_line_is_read_back_into_its_dead_letter() {
+        let d = dead_letter(
+            "central",
+            r#"noise,district=x,sensor=a\ b\,c laeq=55.5,quality="good" 1700000000000"#.as_bytes(),
+            "field type conflict",
         );
-        assert_eq!(
-            sensor_tag(r"water\,level,sensor=a\ b\,c,district=x level=1 1").as_deref(),
-            Some("a b,c")
-        );
-        assert_eq!(sensor_tag("alerts level=1 1"), None);
-        assert_eq!(sensor_tag("m,district=x level=1 1"), None);
+        assert_eq!(d.source, "sink:central");
+        assert_eq!(d.reason, STORE_REJECTED);
+        assert_eq!(d.sensor.as_deref(), Some("a b,c"));
+        assert_eq!(d.metric.as_deref(), Some("laeq"));
+        assert_eq!(d.value, Some(55.5));
+        assert_eq!(d.ts, Some(1_700_000_000_000));
+        assert!(d.detail.contains("field type conflict"));
+        // A line the decoder cannot read is still kept whole.
+        let d = dead_letter("central", b"not line protocol", "bad");
+        assert_eq!(d.sensor, None);
+        assert_eq!(&d.raw[..], b"not line protocol");
     }
 }
