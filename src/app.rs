@@ -386,7 +386,9 @@ impl Gateway {
                 })?,
         };
         let addr = listener.local_addr().context("listener has no address")?;
+        let (stop_http, mut stopped) = watch::channel(false);
         let state = crate::http::AppState {
+            stopping: stop_http.subscribe(),
             ingest: ingest.clone(),
             reader: reader.clone(),
             catalog,
@@ -404,7 +406,6 @@ impl Gateway {
             ),
         };
         let router = crate::http::router(state, config.http.max_body_bytes);
-        let (stop_http, mut stopped) = watch::channel(false);
         let http = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -544,7 +545,9 @@ async fn run_pipeline(
                 None => break,
                 Some(Command::Ingest { batch, reply }) => {
                     let source = batch.source.clone();
+                    let started = Instant::now();
                     let out = pipeline.process(batch, now_ms());
+                    telemetry::record_pipeline_batch(started.elapsed().as_secs_f64());
                     let reply = match reply {
                         Some(tx) => Reply::Receipt(tx, Box::new(Receipt::of(&out))),
                         None => Reply::None,

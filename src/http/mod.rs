@@ -45,6 +45,8 @@ pub struct AppState {
     /// Every known sensor's latest values and status.
     pub board: Arc<crate::board::SensorBoard>,
     pub auth: Arc<auth::Auth>,
+    /// Turns true when the gateway stops: long-lived responses (SSE) end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The OpenAPI document of this API, kept beside the routes (a test checks that the two name

@@ -9,7 +9,9 @@ pub mod gateway_bin;
 pub mod influxdb1;
 pub mod mosquitto;
 pub mod process;
+pub mod prometheus;
 pub mod publisher;
+pub mod sse;
 pub mod victoria;
 
 use std::collections::HashMap;
