@@ -265,6 +265,16 @@ async fn signed_events_arrive_in_order_once_each_through_server_errors() {
     assert_eq!(outputs["name"], "webhook:ops");
     assert_eq!(outputs["state"], "ok");
     assert_eq!(outputs["cursor"].as_i64(), want.last().copied());
+    // Only this test's receiver fails with 500 (the recorder is shared by the process).
+    let (_, metrics) = api.get_text("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"citygate_alert_deliveries_total{output="webhook:ops",result="server_error"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"citygate_alert_output_up{output="webhook:ops"}"#));
+    assert!(metrics.contains(r#"citygate_alert_delivery_seconds_count{output="webhook:ops"}"#));
     g.shutdown().await.expect("shutdown");
 }
 

@@ -157,7 +157,7 @@ impl AlertMqttConfig {
             (None, None) => {
                 push(
                     "url",
-                    "is required: there is no [[mqtt]] connection to take it from".into(),
+                    "is required: there is no [[mqtt]] connection to take it from (or set enabled = false)".into(),
                 );
                 None
             }
@@ -828,7 +828,7 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "alerts.mqtt.url: is required: there is no [[mqtt]] connection to take it from",
+                "alerts.mqtt.url: is required: there is no [[mqtt]] connection to take it from (or set enabled = false)",
                 "alerts.mqtt.topic_prefix: \"a/#\" holds a wildcard (+ or #); a topic to publish to cannot",
                 "alerts.mqtt.username: is required when a password is set",
             ]

@@ -370,9 +370,18 @@ impl<D: Deliver> Drain<D> {
                 }
                 continue;
             }
-            let delivered = tokio::select! {
-                d = self.deliver.deliver(&page) => d,
-                _ = self.stop.changed() => return,
+            // A delivery can wait long (a broker away, a receiver retrying): the lag gauge
+            // still follows the head meanwhile.
+            let delivered = {
+                let delivery = self.deliver.deliver(&page);
+                tokio::pin!(delivery);
+                loop {
+                    tokio::select! {
+                        d = &mut delivery => break d,
+                        _ = head.changed() => self.status.publish_gauges(),
+                        _ = self.stop.changed() => return,
+                    }
+                }
             };
             let done = delivered.done.min(page.len());
             if done > 0 {

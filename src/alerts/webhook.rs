@@ -314,7 +314,8 @@ impl Webhook {
                         State::Down
                     },
                     result: if timeout { "timeout" } else { "unreachable" },
-                    message: format!("{}: {}", self.target, error_chain(&err)),
+                    // The target is already redacted; reqwest's own url is left out.
+                    message: format!("{}: {}", self.target, error_chain(&err.without_url())),
                     retry_after: None,
                 });
             }
