@@ -500,7 +500,13 @@ struct Connection {
     common: Arc<Common>,
     status: Arc<OutputStatus>,
     backoff: Backoff,
+    /// The topic levels of the alerts active at the last connect: a retained message the
+    /// broker sends on subscribing was there before it, so this snapshot decides what is stale.
+    active_levels: BTreeSet<String>,
 }
+
+/// How long stopping waits for the DISCONNECT to go out.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Connection {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
@@ -565,9 +571,19 @@ impl Connection {
                 }
             }
         }
-        // Best effort: the broker learns we left on purpose. What is not confirmed is
-        // published again next run.
-        let _ = self.client.try_disconnect();
+        // Best effort, so that the broker learns we left on purpose. What is not confirmed
+        // is published again next run.
+        if s.connected && self.client.try_disconnect().is_ok() {
+            let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
+                loop {
+                    match self.eventloop.poll().await {
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+        }
     }
 
     fn on_connect(&mut self, s: &mut Session) {
@@ -583,16 +599,21 @@ impl Connection {
         }
         // The broker may have lost its retained messages (a restart without persistence):
         // the active set goes out again, and old ones are checked as they come back.
-        let active = self.common.hub.active();
-        s.queue(
-            active
-                .iter()
-                .filter(|a| a.severity >= self.topics.min)
-                .map(|a| {
-                    let tags = self.common.board.tags(&a.sensor);
-                    self.topics.active_state(a, tags.as_ref())
-                }),
-        );
+        let active: Vec<_> = self
+            .common
+            .hub
+            .active()
+            .into_iter()
+            .filter(|a| a.severity >= self.topics.min)
+            .collect();
+        self.active_levels = active
+            .iter()
+            .map(|a| topic_level(&a.id).into_owned())
+            .collect();
+        s.queue(active.iter().map(|a| {
+            let tags = self.common.board.tags(&a.sensor);
+            self.topics.active_state(a, tags.as_ref())
+        }));
         let filter = format!("{}/active/+", self.topics.prefix);
         if let Err(e) = self.client.try_subscribe(filter, QoS::AtMostOnce) {
             warn!(output = MQTT_OUTPUT, error = %e, "cannot subscribe to the retained active alerts; stale ones are not cleared");
@@ -608,15 +629,7 @@ impl Connection {
         else {
             return;
         };
-        let active: BTreeSet<String> = self
-            .common
-            .hub
-            .active()
-            .iter()
-            .filter(|a| a.severity >= self.topics.min)
-            .map(|a| topic_level(&a.id).into_owned())
-            .collect();
-        if !active.contains(level) {
+        if !self.active_levels.contains(level) {
             info!(
                 output = MQTT_OUTPUT,
                 topic, "clearing a retained alert that is not active"
@@ -680,6 +693,7 @@ pub(crate) fn start(
         common: common.clone(),
         status: status.clone(),
         backoff: Backoff::new(cfg.reconnect_min.0, cfg.reconnect_max.0),
+        active_levels: BTreeSet::new(),
     };
     let conn_task = tokio::spawn(connection.run(jobs_rx, stopped.clone()));
     let drain = Drain {
