@@ -277,6 +277,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
     let modbus: Vec<_> = st.modbus.iter().map(|s| s.snapshot()).collect();
     let outbox = st.outbox.snapshot(crate::app::now_ms());
     let sinks: Vec<_> = st.sinks.iter().map(|s| s.snapshot()).collect();
+    let alert_outputs: Vec<_> = st.alert_outputs.iter().map(|o| o.snapshot()).collect();
     // A broker connection, a device or a remote store that is down degrades the gateway but
     // it still serves (and takes HTTP input), so the answer stays 200.
     let status = if mqtt.iter().all(|m| m.connected)
@@ -309,6 +310,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                 "modbus": modbus,
                 "outbox": outbox,
                 "sinks": sinks,
+                "alert_outputs": alert_outputs,
             })),
         ),
         Err(e) => (
@@ -322,6 +324,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                 "modbus": modbus,
                 "outbox": outbox,
                 "sinks": sinks,
+                "alert_outputs": alert_outputs,
             })),
         ),
     }

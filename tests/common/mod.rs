@@ -24,7 +24,7 @@ use serde_json::Value;
 /// Starts a gateway whose data lives in `dir`, with `extra` TOML layered over the defaults.
 pub async fn start(dir: &Path, extra: &str) -> Gateway {
     let base = format!(
-        "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n",
+        "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n[alerts.mqtt]\nenabled = false\n",
         dir.display().to_string()
     );
     let sources = [
