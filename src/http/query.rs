@@ -178,7 +178,8 @@ pub async fn alerts(
         severity,
         kind: p.kind,
         sensor: p.sensor,
-        district: p.district,
+        // Districts are tags, which the board knows for every sensor (configured ones too).
+        sensors_in: p.district.map(|d| st.board.in_district(&d)),
         limit: limit(p.limit)?,
     };
     let alerts: Vec<Alert> = blocking(&st, move |r| r.alerts(&q)).await?;
@@ -283,6 +284,9 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
     let status = if mqtt.iter().all(|m| m.connected)
         && modbus.iter().all(|d| d.state != "down")
         && sinks.iter().all(|s| s.state == "ok")
+        && alert_outputs
+            .iter()
+            .all(|o| o.state == crate::alerts::output::State::Ok)
         && outbox.state == "ok"
     {
         "ok"
