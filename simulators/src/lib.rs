@@ -23,6 +23,8 @@
 //! - [`influx`]: line-protocol load for InfluxDB-compatible stores and the gateway ingest, for
 //!   `scripts/bench-influx`
 //! - [`mqtt`]: MQTT load generation and a counting subscriber, for benchmarks
+//! - [`latency`]: alert latency under background load (SSE and MQTT), for
+//!   `scripts/bench-alerts`
 //! - [`modbus`]: Modbus TCP/RTU device simulator (the example meters, sonde and gas detectors),
 //!   with fault injection and a request log
 //! - [`pty`]: a socat pseudo-terminal pair for serial tests
@@ -34,6 +36,7 @@ pub mod http;
 pub mod incidents;
 pub mod influx;
 mod kinds;
+pub mod latency;
 pub mod modbus;
 pub mod mqtt;
 pub mod payload;

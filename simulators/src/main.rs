@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use citygate_sim::http::HttpTarget;
-use citygate_sim::{bad_payloads, influx, modbus, mqtt, Fleet, FleetConfig, SimSensor};
+use citygate_sim::{bad_payloads, influx, latency, modbus, mqtt, Fleet, FleetConfig, SimSensor};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -42,6 +42,54 @@ enum Command {
     /// POST N readings as InfluxDB line protocol to a store's /api/v2/write (or as citygate
     /// JSON to the gateway's /api/v1/ingest) as fast as it takes them, and print the rate.
     InfluxWrite(InfluxWriteArgs),
+    /// Measure alert latency under load: from a gas-detector reading published over MQTT to
+    /// its `raised` event on the gateway's SSE stream and on its MQTT alert topic, while a
+    /// paced background of normal readings runs. Prints p50/p90/p99/max in ms.
+    AlertLatency(AlertLatencyArgs),
+}
+
+#[derive(Args)]
+struct AlertLatencyArgs {
+    /// The broker the gateway consumes from, mqtt://host:port.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// The gateway's HTTP API, http://host:port (no auth token is sent).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// Background readings per second (air_quality messages of 6 readings each).
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Background sensors.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    sensors: u64,
+    /// Probes (each an alarm reading on a gas detector of its own).
+    #[arg(long, default_value_t = 200)]
+    probes: u32,
+    /// Time between the starts of two probes, in ms.
+    #[arg(long, default_value_t = 100)]
+    probe_interval_ms: u64,
+    /// The gateway's [alerts.mqtt] topic_prefix; the tool subscribes to
+    /// <prefix>/+/gas_detector/+.
+    #[arg(long, default_value = "citygate/alerts")]
+    topic_prefix: String,
+    /// QoS of the publishes and of the alert subscription: 0 or 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Probe sensors are <prefix>-<i>; give each run against one gateway its own prefix.
+    #[arg(long, default_value = "probe")]
+    probe_prefix: String,
+    /// Seconds of background load before the first probe.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_s: f64,
+    /// Seconds a probe waits for its events before they count as missing.
+    #[arg(long, default_value_t = 10.0)]
+    timeout_s: f64,
+    /// Client id prefix (-bg, -probe and -sub are appended).
+    #[arg(long, default_value = "citygate-sim-latency")]
+    client_id: String,
+    /// Print one JSON object instead of a Markdown table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -330,6 +378,7 @@ fn main() -> ExitCode {
         Command::Modbus(args) => report(runtime().and_then(|rt| rt.block_on(run_modbus(args)))),
         Command::ModbusRtt(args) => report(run_modbus_rtt(args)),
         Command::InfluxWrite(args) => report(run_influx_write(args)),
+        Command::AlertLatency(args) => report(run_alert_latency(args)),
     }
 }
 
@@ -430,6 +479,43 @@ fn run_influx_write(args: InfluxWriteArgs) -> Result<(), String> {
             r.seconds,
             r.rate()
         );
+    }
+    Ok(())
+}
+
+fn run_alert_latency(args: AlertLatencyArgs) -> Result<(), String> {
+    let seconds = |s: f64, what: &str| {
+        Duration::try_from_secs_f64(s).map_err(|_| format!("--{what} {s}: not a duration"))
+    };
+    let opts = latency::LatencyOptions {
+        broker: args.broker,
+        gateway: args.gateway,
+        rate: args.rate.max(0.0),
+        sensors: args.sensors,
+        probes: args.probes,
+        probe_interval: Duration::from_millis(args.probe_interval_ms),
+        topic_prefix: args.topic_prefix,
+        qos: args.qos,
+        probe_prefix: args.probe_prefix,
+        warmup: seconds(args.warmup_s, "warmup-s")?,
+        timeout: seconds(args.timeout_s, "timeout-s")?,
+        client_id: args.client_id,
+    };
+    let r = runtime()?
+        .block_on(latency::run(&opts))
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", r.to_json());
+    } else {
+        println!("{}", r.markdown());
+    }
+    if r.sse_missing() > 0 || r.mqtt_missing() > 0 {
+        return Err(format!(
+            "{} SSE and {} MQTT events of {} probes never arrived",
+            r.sse_missing(),
+            r.mqtt_missing(),
+            r.probes
+        ));
     }
     Ok(())
 }
