@@ -3,6 +3,7 @@
 //! Every error is JSON `{"error": "...", "reason": "..."}` with a 4xx status that says whose
 //! fault it is; bad input never gets a 500.
 
+mod console;
 mod ingest;
 mod query;
 
@@ -53,6 +54,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/dead-letters", get(query::dead_letters))
         .route("/health", get(query::health))
         .route("/metrics", get(query::metrics))
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
