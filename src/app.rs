@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::alerts::AlertHub;
+use crate::board::SensorBoard;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::model::{Alert, AlertEvent, AlertEventKind, Batch, Severity, TimestampMs};
@@ -208,6 +210,8 @@ pub struct Gateway {
     outbox: Arc<Outbox>,
     sinks: Vec<Sink>,
     broker: Option<crate::broker::EmbeddedBroker>,
+    hub: Arc<AlertHub>,
+    board: Arc<SensorBoard>,
 }
 
 impl Gateway {
@@ -248,22 +252,11 @@ impl Gateway {
         let now = now_ms();
         let catalog = Arc::new(Catalog::from_config(&config));
         let mut pipeline = Pipeline::new(catalog.clone(), Settings::from_config(&config), now);
-        for s in reader
+        let registry = reader
             .sensors()
-            .context("cannot read the sensor registry")?
-        {
-            let tags = (!s.tags.is_empty()).then(|| {
-                s.tags
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            CompactString::from(k.as_str()),
-                            CompactString::from(v.as_str()),
-                        )
-                    })
-                    .collect()
-            });
-            pipeline.restore_sensor(&s.id, &s.kind, tags, now);
+            .context("cannot read the sensor registry")?;
+        for s in &registry {
+            pipeline.restore_sensor(&s.id, &s.kind, tags_of(&s.tags), now);
         }
         let active = store.active_alerts().context("cannot read active alerts")?;
         let restored = active.len();
@@ -284,6 +277,31 @@ impl Gateway {
                 outbox.appended(e.meta(seq), Admit::default());
             }
         }
+        // The hub and the board start from what the store holds now, after the restore above.
+        let active = store.active_alerts().context("cannot read active alerts")?;
+        let (_, head) = reader
+            .alert_event_bounds()
+            .context("cannot read the alert history")?;
+        let board = Arc::new(SensorBoard::new());
+        for (id, spec) in &config.sensors {
+            let tags = (!spec.tags.is_empty()).then(|| {
+                spec.tags
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            CompactString::from(k.as_str()),
+                            CompactString::from(v.as_str()),
+                        )
+                    })
+                    .collect()
+            });
+            board.add_sensor(id, &spec.kind, tags, None);
+        }
+        for s in &registry {
+            board.add_sensor(&s.id, &s.kind, tags_of(&s.tags), Some(s.last_seen));
+        }
+        board.add_alerts(&active);
+        let hub = Arc::new(AlertHub::new(head, active));
         info!(
             store = %db_path.display(),
             sensors = pipeline.sensor_count(),
@@ -300,6 +318,8 @@ impl Gateway {
             console: config.alerts.console,
             tz: catalog.timezone,
             outbox: outbox.clone(),
+            hub: hub.clone(),
+            board: board.clone(),
         };
         let store = std::thread::Builder::new()
             .name("citygate-store".into())
@@ -376,6 +396,12 @@ impl Gateway {
             modbus: modbus_status,
             outbox: outbox.clone(),
             sinks: sink_status,
+            hub: hub.clone(),
+            board: board.clone(),
+            auth: Arc::new(
+                crate::http::auth::Auth::from_config(&config.http.auth)
+                    .context("cannot read the API token (http.auth)")?,
+            ),
         };
         let router = crate::http::router(state, config.http.max_body_bytes);
         let (stop_http, mut stopped) = watch::channel(false);
@@ -405,6 +431,8 @@ impl Gateway {
             outbox,
             sinks,
             broker,
+            hub,
+            board,
         })
     }
 
@@ -416,6 +444,16 @@ impl Gateway {
     /// The state of each remote sink, in `[[sinks.influxdb]]` order.
     pub fn sinks(&self) -> Vec<crate::sinks::influxdb::drain::SinkSnapshot> {
         self.sinks.iter().map(|s| s.status.snapshot()).collect()
+    }
+
+    /// Committed alert events and the active set, for alert outputs and tests.
+    pub fn alerts(&self) -> Arc<AlertHub> {
+        self.hub.clone()
+    }
+
+    /// The live state of every known sensor.
+    pub fn board(&self) -> Arc<SensorBoard> {
+        self.board.clone()
     }
 
     /// The embedded MQTT broker, if `[broker] enabled`.
@@ -601,6 +639,8 @@ struct StoreThread {
     console: bool,
     tz: chrono_tz::Tz,
     outbox: Arc<Outbox>,
+    hub: Arc<AlertHub>,
+    board: Arc<SensorBoard>,
 }
 
 /// Logs rejected input at most once per window, with counts by reason, so that a broken
@@ -746,6 +786,11 @@ impl StoreThread {
                 if let (Some(e), Some(seq)) = (&entry, stats.outbox_seq) {
                     self.outbox.appended(e.meta(seq), admit);
                 }
+                // New sensors first, so that the events' tags are there for the outputs.
+                self.board.apply(merged);
+                if let Some(last) = stats.last_event_seq {
+                    self.hub.publish(last, &merged.events);
+                }
                 for (out, source, reply) in done {
                     telemetry::record_committed(&source, &out.stats, &out.events);
                     if self.console {
@@ -787,6 +832,21 @@ fn merge(into: &mut Output, out: &Output) {
     into.events.extend_from_slice(&out.events);
     into.alerts.extend_from_slice(&out.alerts);
     into.new_sensors.extend_from_slice(&out.new_sensors);
+}
+
+/// Registry tags (sorted pairs) as a reading's tags; `None` when there are none.
+fn tags_of(pairs: &[(String, String)]) -> Option<crate::model::Tags> {
+    (!pairs.is_empty()).then(|| {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    CompactString::from(k.as_str()),
+                    CompactString::from(v.as_str()),
+                )
+            })
+            .collect()
+    })
 }
 
 /// An error with all its causes, for logs.

@@ -12,14 +12,20 @@
 //! - [`sources`]: MQTT connections and Modbus polling, each feeding batches to the pipeline.
 //! - [`pipeline`]: pure synchronous validation, rules and the alert lifecycle; no I/O.
 //! - [`sinks`]: where readings, alerts and dead letters are committed (SQLite, InfluxDB).
-//! - [`http`]: the axum API: ingest, queries, health.
+//! - [`alerts`]: alert delivery: the hub that the outputs (MQTT, webhook, SSE) follow, and
+//!   the one JSON shape they all send.
+//! - [`board`]: the live state of every known sensor (latest values, status) for the API.
+//! - [`http`]: the axum API: ingest, queries, sensors, alerts and their SSE stream, health,
+//!   metrics, and the web console.
 //! - [`broker`]: the embedded MQTT broker (rumqttd), feature `embedded-broker`.
 //! - [`app`]: wiring: sources → pipeline → store, with bounded channels and commit acks.
 //! - [`demo`]: the default run with a simulated fleet.
 //! - [`backoff`], [`secret`]: retry delays with jitter; secrets from env vars or files.
 
+pub mod alerts;
 pub mod app;
 pub mod backoff;
+pub mod board;
 pub mod broker;
 pub mod catalog;
 pub mod codec;

@@ -80,6 +80,37 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Bearer-token auth for the API.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[http.auth]`: with a token set, every changing call (POST: ingest, alert ack) needs
+/// `Authorization: Bearer <token>`; without it, 401, and with a wrong one, 403. Reads are
+/// open unless `protect_reads`. `/health`, `/ready`, the OpenAPI document and the console's
+/// page itself stay open (the page asks for the token).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Name of the environment variable that holds the API token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File that holds the API token (a trailing newline is ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Reads (GET, the SSE stream, /metrics) need the token too.
+    #[serde(default)]
+    pub protect_reads: bool,
+}
+
+impl AuthConfig {
+    pub fn token_source(&self) -> crate::secret::SecretSource<'_> {
+        crate::secret::SecretSource {
+            name: "token",
+            env: self.token_env.as_deref(),
+            file: self.token_file.as_deref(),
+        }
+    }
 }
 
 /// The embedded SQLite store.

@@ -270,6 +270,16 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         if h.max_body_bytes == 0 {
             p.push("http.max_body_bytes", "must be greater than 0");
         }
+        let token = h.auth.token_source();
+        for (key, message) in token.problems() {
+            p.push(format!("http.auth.{key}"), message);
+        }
+        if h.auth.protect_reads && !token.is_set() {
+            p.push(
+                "http.auth.protect_reads",
+                "needs a token: set token_env or token_file",
+            );
+        }
     }
     if let Some(s) = &sqlite {
         if s.retention.0.is_zero() {

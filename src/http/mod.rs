@@ -3,9 +3,12 @@
 //! Every error is JSON `{"error": "...", "reason": "..."}` with a 4xx status that says whose
 //! fault it is; bad input never gets a 500.
 
+pub mod auth;
 mod console;
 mod ingest;
 mod query;
+mod sensors;
+mod stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,7 +41,16 @@ pub struct AppState {
     /// The outbox and the remote sinks draining it, for `/health`.
     pub outbox: Arc<crate::outbox::Outbox>,
     pub sinks: Arc<[Arc<crate::sinks::influxdb::drain::SinkStatus>]>,
+    /// Committed alert events and the active set, for the SSE stream.
+    pub hub: Arc<crate::alerts::AlertHub>,
+    /// Every known sensor's latest values and status.
+    pub board: Arc<crate::board::SensorBoard>,
+    pub auth: Arc<auth::Auth>,
 }
+
+/// The OpenAPI document of this API, kept beside the routes (a test checks that the two name
+/// the same paths).
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
@@ -48,15 +60,33 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(ingest::ingest_value),
         )
         .route("/api/v1/readings", get(query::readings))
+        .route("/api/v1/sensors", get(sensors::list))
+        .route("/api/v1/sensors/summary", get(sensors::summary))
+        .route("/api/v1/sensors/{id}", get(sensors::one))
+        .route("/api/v1/sensors/{id}/readings", get(sensors::readings))
         .route("/api/v1/alerts", get(query::alerts))
+        .route("/api/v1/alerts/stream", get(stream::stream))
         .route("/api/v1/alerts/{id}", get(query::alert))
         .route("/api/v1/alerts/{id}/ack", post(query::ack))
         .route("/api/v1/dead-letters", get(query::dead_letters))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(query::health))
+        .route("/ready", get(query::ready))
         .route("/metrics", get(query::metrics))
         .merge(console::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 /// An API error: a status, a stable reason code and a message for people.

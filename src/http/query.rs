@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{parse_time, ApiError, AppState};
-use crate::model::{Alert, AlertEvent};
+use crate::alerts::AlertView;
+use crate::model::{Alert, AlertEvent, Severity};
 use crate::sinks::sqlite::{
     AlertFilter, AlertQuery, DeadLetterQuery, Order, ReadingQuery, SqliteReader, MAX_LIMIT,
 };
@@ -47,15 +48,15 @@ fn limit(l: Option<usize>) -> Result<Option<usize>, ApiError> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadingsParams {
-    sensor: Option<String>,
-    metric: Option<String>,
+    pub(super) sensor: Option<String>,
+    pub(super) metric: Option<String>,
     /// Inclusive, epoch ms or RFC 3339.
-    from: Option<String>,
+    pub(super) from: Option<String>,
     /// Exclusive, epoch ms or RFC 3339.
-    to: Option<String>,
-    limit: Option<usize>,
+    pub(super) to: Option<String>,
+    pub(super) limit: Option<usize>,
     /// "asc" for oldest first; newest first by default.
-    order: Option<String>,
+    pub(super) order: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -75,6 +76,13 @@ pub async fn readings(
     params: Result<Query<ReadingsParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params?;
+    readings_for(&st, p).await
+}
+
+pub(super) async fn readings_for(
+    st: &AppState,
+    p: ReadingsParams,
+) -> Result<Json<Value>, ApiError> {
     let order = match p.order.as_deref() {
         None | Some("desc") => Order::NewestFirst,
         Some("asc") => Order::OldestFirst,
@@ -97,7 +105,7 @@ pub async fn readings(
         limit: limit(p.limit)?,
         order,
     };
-    let rows = blocking(&st, move |r| r.readings(&q)).await?;
+    let rows = blocking(st, move |r| r.readings(&q)).await?;
     let out: Vec<ReadingOut> = rows
         .into_iter()
         .map(|r| ReadingOut {
@@ -119,7 +127,22 @@ pub async fn readings(
 pub struct AlertsParams {
     /// active (default), resolved or all.
     state: Option<String>,
+    /// info, warning, major or critical.
+    severity: Option<String>,
+    kind: Option<String>,
+    sensor: Option<String>,
+    district: Option<String>,
     limit: Option<usize>,
+}
+
+/// Alerts as the API shows them: each with its sensor's tags.
+pub(super) fn alert_views(st: &AppState, alerts: &[Alert]) -> Vec<Value> {
+    alerts.iter().map(|a| alert_view(st, a)).collect()
+}
+
+pub(super) fn alert_view(st: &AppState, a: &Alert) -> Value {
+    let tags = st.board.tags(&a.sensor);
+    serde_json::to_value(AlertView::new(a, tags.as_ref())).unwrap_or(Value::Null)
 }
 
 pub async fn alerts(
@@ -138,12 +161,29 @@ pub async fn alerts(
             ))
         }
     };
+    let severity = p
+        .severity
+        .as_deref()
+        .map(|s| {
+            Severity::parse(s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_query",
+                    format!("severity={s:?}: use info, warning, major or critical"),
+                )
+            })
+        })
+        .transpose()?;
     let q = AlertQuery {
         state,
+        severity,
+        kind: p.kind,
+        sensor: p.sensor,
+        district: p.district,
         limit: limit(p.limit)?,
     };
     let alerts: Vec<Alert> = blocking(&st, move |r| r.alerts(&q)).await?;
-    Ok(Json(json!({ "count": alerts.len(), "alerts": alerts })))
+    let views = alert_views(&st, &alerts);
+    Ok(Json(json!({ "count": views.len(), "alerts": views })))
 }
 
 pub async fn alert(
@@ -154,7 +194,9 @@ pub async fn alert(
     let (alert, events): (Option<Alert>, Vec<AlertEvent>) =
         blocking(&st, move |r| Ok((r.alert(&id2)?, r.alert_events(&id2)?))).await?;
     match alert {
-        Some(a) => Ok(Json(json!({ "alert": a, "events": events }))),
+        Some(a) => Ok(Json(
+            json!({ "alert": alert_view(&st, &a), "events": events }),
+        )),
         None => Err(ApiError {
             status: StatusCode::NOT_FOUND,
             reason: "not_found",
@@ -185,7 +227,7 @@ pub async fn ack(
         ));
     }
     let alert = st.ingest.ack(&id, &b.by, &b.comment).await?;
-    Ok(Json(json!({ "alert": alert })))
+    Ok(Json(json!({ "alert": alert_view(&st, &alert) })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,6 +325,40 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
             })),
         ),
     }
+}
+
+/// Readiness: whether the gateway can take input and deliver it now. Not ready while a broker
+/// connection is down, a remote sink is not writing, or the outbox is full (it is holding the
+/// sources back). A Modbus device that is down is a field problem, not the gateway's: it shows
+/// in `/health` but does not make the gateway unready.
+pub async fn ready(State(st): State<AppState>) -> impl IntoResponse {
+    let mut reasons: Vec<String> = Vec::new();
+    for m in st.mqtt.iter().map(|s| s.snapshot()) {
+        if !m.connected {
+            reasons.push(format!("mqtt {}: not connected", m.name));
+        }
+    }
+    for s in st.sinks.iter().map(|s| s.snapshot()) {
+        if s.state != "ok" {
+            reasons.push(format!("sink {}: {}", s.name, s.state));
+        }
+    }
+    let outbox = st.outbox.snapshot(crate::app::now_ms());
+    if outbox.state != "ok" {
+        reasons.push(format!("outbox: {}", outbox.state));
+    }
+    if let Err(e) = blocking(&st, |r| r.counts()).await {
+        reasons.push(format!("store: {}", e.message));
+    }
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": reasons.is_empty(), "reasons": reasons })),
+    )
 }
 
 pub async fn metrics() -> impl IntoResponse {

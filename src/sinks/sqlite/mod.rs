@@ -89,6 +89,18 @@ pub struct CommitStats {
     pub events: usize,
     /// The outbox entry's sequence number, when one was appended.
     pub outbox_seq: Option<i64>,
+    /// The sequence number (`alert_events.seq`) of the last alert event written. The commit's
+    /// events have the consecutive numbers `last - events + 1 ..= last`, in their order: the
+    /// writer is the only one inserting into `alert_events`, inside one transaction.
+    pub last_event_seq: Option<i64>,
+}
+
+/// An alert event with its place in the store's history (`alert_events.seq`), which orders
+/// every alert output and is the SSE event id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequencedEvent {
+    pub seq: i64,
+    pub event: AlertEvent,
 }
 
 /// What a prune removed.
@@ -153,6 +165,14 @@ pub enum AlertFilter {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AlertQuery {
     pub state: AlertFilter,
+    /// Only this severity.
+    pub severity: Option<crate::model::Severity>,
+    /// Only this sensor kind.
+    pub kind: Option<String>,
+    /// Only this sensor.
+    pub sensor: Option<String>,
+    /// Only sensors whose registry tags have this `district`.
+    pub district: Option<String>,
     /// Defaults to [`DEFAULT_LIMIT`], capped at [`MAX_LIMIT`].
     pub limit: Option<usize>,
 }

@@ -10,7 +10,7 @@ use crate::model::{Alert, AlertEvent, AlertState};
 
 use super::{
     decode, effective_limit, schema, AlertFilter, AlertQuery, DeadLetterQuery, Order, ReadingQuery,
-    SensorRecord, StoreCounts, StoreError, StoredDeadLetter, StoredReading,
+    SensorRecord, SequencedEvent, StoreCounts, StoreError, StoredDeadLetter, StoredReading,
 };
 
 /// Connections kept open between queries. More are opened when more queries run at once;
@@ -77,37 +77,50 @@ impl SqliteReader {
         })
     }
 
-    /// Alerts in the given state, newest first.
+    /// Alerts matching every filter given, newest first.
     pub fn alerts(&self, q: &AlertQuery) -> Result<Vec<Alert>, StoreError> {
         let state = match q.state {
             AlertFilter::Active => Some(AlertState::Active),
             AlertFilter::Resolved => Some(AlertState::Resolved),
             AlertFilter::All => None,
         };
-        let limit = limit_arg(q.limit);
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        let mut text = |cond: &'static str, v: &str| {
+            conditions.push(cond);
+            args.push(Value::Text(v.to_string()));
+        };
+        if let Some(state) = state {
+            text("state = ?", state.as_str());
+        }
+        if let Some(severity) = q.severity {
+            text("severity = ?", severity.as_str());
+        }
+        if let Some(kind) = &q.kind {
+            text("kind = ?", kind);
+        }
+        if let Some(sensor) = &q.sensor {
+            text("sensor = ?", sensor);
+        }
+        if let Some(district) = &q.district {
+            // The registry keeps tags as a JSON array of [key, value] pairs.
+            text(
+                "sensor IN (SELECT s.id FROM sensors s, json_each(s.tags) t \
+                 WHERE t.value ->> 0 = 'district' AND t.value ->> 1 = ?)",
+                district,
+            );
+        }
+        let mut sql = format!("SELECT {} FROM alerts", decode::ALERT_COLUMNS);
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY started_at DESC, id DESC LIMIT ?");
+        args.push(Value::Integer(limit_arg(q.limit)));
         self.with_conn("query alerts", |conn| {
-            let rows = match state {
-                Some(state) => {
-                    let sql = format!(
-                        "SELECT {} FROM alerts WHERE state = ?1 \
-                         ORDER BY started_at DESC, id DESC LIMIT ?2",
-                        decode::ALERT_COLUMNS
-                    );
-                    let mut stmt = conn.prepare_cached(&sql)?;
-                    let rows = stmt.query_map(params![state.as_str(), limit], decode::alert)?;
-                    rows.collect()
-                }
-                None => {
-                    let sql = format!(
-                        "SELECT {} FROM alerts ORDER BY started_at DESC, id DESC LIMIT ?1",
-                        decode::ALERT_COLUMNS
-                    );
-                    let mut stmt = conn.prepare_cached(&sql)?;
-                    let rows = stmt.query_map([limit], decode::alert)?;
-                    rows.collect()
-                }
-            };
-            rows
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args), decode::alert)?;
+            rows.collect()
         })
     }
 
@@ -128,6 +141,47 @@ impl SqliteReader {
             )?;
             let rows = stmt.query_map([alert_id], decode::alert_event)?;
             rows.collect()
+        })
+    }
+
+    /// Up to `limit` alert events after `seq`, in order: what an alert output or an SSE client
+    /// resuming from `seq` has not seen yet.
+    pub fn alert_events_after(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<SequencedEvent>, StoreError> {
+        self.with_conn("read alert events", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT event, at, alert, seq FROM alert_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![seq, limit_arg(Some(limit))], |row| {
+                Ok(SequencedEvent {
+                    event: decode::alert_event(row)?,
+                    seq: row.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// `(oldest kept, head)`: the sequence number of the oldest alert event still stored and of
+    /// the last one ever written (0 before the first). With none stored, the oldest kept is
+    /// `head + 1`. Events after `n` are all still here when `n + 1 >= oldest kept`; older ones
+    /// went to retention pruning.
+    pub fn alert_event_bounds(&self) -> Result<(i64, i64), StoreError> {
+        self.with_conn("read alert event bounds", |conn| {
+            // AUTOINCREMENT keeps the last number in sqlite_sequence even when pruning emptied
+            // the table, so the head never goes back.
+            let head: i64 = conn
+                .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'alert_events'")?
+                .query_row([], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let oldest: Option<i64> = conn
+                .prepare_cached("SELECT min(seq) FROM alert_events")?
+                .query_row([], |row| row.get(0))?;
+            Ok((oldest.unwrap_or(head + 1), head))
         })
     }
 

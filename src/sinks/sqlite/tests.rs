@@ -319,7 +319,10 @@ fn alert_upsert_update_resolve() {
     assert_eq!(reader.alert("a-404").expect("read"), None);
     let by_state = |state| {
         reader
-            .alerts(&AlertQuery { state, limit: None })
+            .alerts(&AlertQuery {
+                state,
+                ..Default::default()
+            })
             .expect("query alerts")
     };
     assert_eq!(by_state(AlertFilter::Active), vec![other.clone()]);

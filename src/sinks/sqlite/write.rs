@@ -114,6 +114,11 @@ impl SqliteStore {
             .map_err(err("insert dead letters"))?;
         stats.alerts = write_alerts(&tx, c.alerts).map_err(err("upsert alerts"))?;
         stats.events = write_events(&tx, &events).map_err(err("insert alert events"))?;
+        if !events.is_empty() {
+            // One writer and one transaction: the events got consecutive sequence numbers
+            // ending at this one (see `CommitStats::last_event_seq`).
+            stats.last_event_seq = Some(tx.last_insert_rowid());
+        }
         if let Some(entry) = c.outbox {
             stats.outbox_seq =
                 Some(crate::outbox::db::append(&tx, entry).map_err(err("append to the outbox"))?);

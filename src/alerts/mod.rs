@@ -1,0 +1,234 @@
+//! Alert delivery: the hub every output follows, and the JSON they all send.
+//!
+//! ```text
+//! store thread ──commit──► alert_events (SQLite, seq) ──► outputs drain from their own cursor
+//!      │                                                    (mqtt, webhook: nothing lost)
+//!      └──publish──► AlertHub ──► SSE clients (live; a client that falls behind or resumes
+//!                      │            with Last-Event-ID catches up from alert_events)
+//!                      └──► head seq (watch): wakes the outputs
+//! ```
+//! The store's `alert_events.seq` orders everything: it is the SSE event id, the outputs'
+//! cursor and the `seq` of every message. An event is published only after it is committed,
+//! so no output can announce an alert that a crash would take back.
+
+pub mod message;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{broadcast, watch};
+
+use crate::model::{Alert, AlertEvent, AlertState};
+use crate::sinks::sqlite::SequencedEvent;
+
+pub use message::{AlertMessage, AlertView};
+
+/// Live events kept for slow SSE clients before they are told they lagged (they then catch up
+/// from the store, so a lag costs a query, not an event).
+const LIVE_CAPACITY: usize = 4096;
+
+/// The active alerts and the newest committed event, shared by the store thread (writer) and
+/// the outputs and SSE clients (readers).
+pub struct AlertHub {
+    state: Mutex<HubState>,
+    live: broadcast::Sender<Arc<SequencedEvent>>,
+    head: watch::Sender<i64>,
+}
+
+struct HubState {
+    head: i64,
+    active: BTreeMap<String, Alert>,
+}
+
+/// The active set as of one event: everything after `seq` is news.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub seq: i64,
+    /// Oldest first.
+    pub alerts: Vec<Alert>,
+}
+
+impl AlertHub {
+    /// A hub starting from the store's state: its last event `head` and the active alerts.
+    pub fn new(head: i64, active: Vec<Alert>) -> AlertHub {
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        let (head_tx, _) = watch::channel(head);
+        AlertHub {
+            state: Mutex::new(HubState {
+                head,
+                active: active.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            }),
+            live,
+            head: head_tx,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // Every update leaves the state whole before it can panic; a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Announces committed events; `last_seq` is the store's sequence number of the last one
+    /// (they are consecutive, see `CommitStats::last_event_seq`).
+    pub fn publish(&self, last_seq: i64, events: &[AlertEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let first = last_seq - events.len() as i64 + 1;
+        let mut state = self.lock();
+        for (seq, e) in (first..).zip(events) {
+            match e.alert.state {
+                AlertState::Active => state.active.insert(e.alert.id.clone(), e.alert.clone()),
+                AlertState::Resolved => state.active.remove(&e.alert.id),
+            };
+            // Sent under the lock, so that `subscribe` sees each event either in its snapshot
+            // or on its receiver, never both and never neither. No receivers is not an error.
+            let _ = self.live.send(Arc::new(SequencedEvent {
+                seq,
+                event: e.clone(),
+            }));
+        }
+        state.head = last_seq;
+        drop(state);
+        self.head.send_replace(last_seq);
+    }
+
+    /// The active set now and a receiver of every event after it.
+    pub fn subscribe(&self) -> (Snapshot, broadcast::Receiver<Arc<SequencedEvent>>) {
+        let state = self.lock();
+        let mut alerts: Vec<Alert> = state.active.values().cloned().collect();
+        alerts.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        let rx = self.live.subscribe();
+        (
+            Snapshot {
+                seq: state.head,
+                alerts,
+            },
+            rx,
+        )
+    }
+
+    /// Live events only (for a client that already has everything up to some seq).
+    pub fn live(&self) -> broadcast::Receiver<Arc<SequencedEvent>> {
+        self.live.subscribe()
+    }
+
+    /// The newest committed event's sequence number; changes wake the outputs.
+    pub fn watch_head(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    pub fn head(&self) -> i64 {
+        self.lock().head
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.lock().active.len()
+    }
+
+    /// Whether the alert is active now.
+    pub fn is_active(&self, id: &str) -> bool {
+        self.lock().active.contains_key(id)
+    }
+
+    /// The active alerts, oldest first.
+    pub fn active(&self) -> Vec<Alert> {
+        self.subscribe().0.alerts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AlertEventKind, Severity};
+
+    fn alert(id: &str, state: AlertState, started_at: i64) -> Alert {
+        Alert {
+            id: id.into(),
+            rule: "r".into(),
+            sensor: "s".into(),
+            kind: "water_level".into(),
+            metric: "level".into(),
+            severity: Severity::Warning,
+            state,
+            value: 1.0,
+            threshold: 0.5,
+            peak: 1.0,
+            count: 1,
+            started_at,
+            updated_at: started_at,
+            resolved_at: None,
+            ack: None,
+            message: String::new(),
+        }
+    }
+
+    fn event(kind: AlertEventKind, a: Alert) -> AlertEvent {
+        AlertEvent {
+            event: kind,
+            at: a.updated_at,
+            alert: a,
+        }
+    }
+
+    #[test]
+    fn a_subscriber_gets_each_event_in_its_snapshot_or_live_never_both() {
+        let hub = AlertHub::new(10, vec![alert("a", AlertState::Active, 1)]);
+        hub.publish(
+            12,
+            &[
+                event(AlertEventKind::Raised, alert("b", AlertState::Active, 2)),
+                event(
+                    AlertEventKind::Resolved,
+                    alert("a", AlertState::Resolved, 1),
+                ),
+            ],
+        );
+        let (snap, mut rx) = hub.subscribe();
+        assert_eq!(snap.seq, 12);
+        let ids: Vec<&str> = snap.alerts.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["b"]);
+        assert!(
+            rx.try_recv().is_err(),
+            "events in the snapshot are not resent"
+        );
+
+        hub.publish(
+            13,
+            &[event(
+                AlertEventKind::Raised,
+                alert("c", AlertState::Active, 3),
+            )],
+        );
+        let e = rx.try_recv().expect("a live event after the snapshot");
+        assert_eq!((e.seq, e.event.alert.id.as_str()), (13, "c"));
+        assert_eq!(hub.head(), 13);
+        assert_eq!(*hub.watch_head().borrow(), 13);
+        assert_eq!(hub.active_count(), 2);
+    }
+
+    #[test]
+    fn events_take_consecutive_numbers_ending_at_the_last() {
+        let hub = AlertHub::new(0, vec![]);
+        let mut rx = hub.live();
+        hub.publish(
+            7,
+            &[
+                event(AlertEventKind::Raised, alert("x", AlertState::Active, 1)),
+                event(
+                    AlertEventKind::Acknowledged,
+                    alert("x", AlertState::Active, 1),
+                ),
+                event(
+                    AlertEventKind::Resolved,
+                    alert("x", AlertState::Resolved, 1),
+                ),
+            ],
+        );
+        let seqs: Vec<i64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [5, 6, 7]);
+        assert_eq!(hub.active_count(), 0);
+    }
+}
