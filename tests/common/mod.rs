@@ -11,6 +11,7 @@ pub mod mosquitto;
 pub mod process;
 pub mod publisher;
 pub mod victoria;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::path::Path;

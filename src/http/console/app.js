@@ -250,6 +250,7 @@ function alertRow(a) {
   tr.dataset.alertId = a.id;
   tr.dataset.sensor = a.sensor;
   tr.dataset.metric = a.metric;
+  tr.dataset.rule = a.rule;
   tr.dataset.severity = a.severity;
   tr.dataset.acked = String(Boolean(a.ack));
   const sev = document.createElement('span');
@@ -337,13 +338,20 @@ function renderFilters() {
 
 // ---- sensors --------------------------------------------------------------------------------
 
+let summaryText = '';
 async function loadSummary() {
+  let next;
   try {
-    state.summary = await api('/api/v1/sensors/summary');
-    for (const g of state.summary.groups || []) noteDistrict(g.district);
+    next = await api('/api/v1/sensors/summary');
+    for (const g of next.groups || []) noteDistrict(g.district);
   } catch (e) {
-    state.summary = { error: e.message };
+    next = { error: e.message };
   }
+  // The periodic refresh mostly finds nothing new: leave the DOM alone then.
+  const text = JSON.stringify(next);
+  if (text === summaryText) return;
+  summaryText = text;
+  state.summary = next;
   invalidate('summary');
 }
 
@@ -398,6 +406,7 @@ async function loadGroup() {
   try {
     const data = await api(`/api/v1/sensors?${q}`);
     if (mine !== groupRequest || state.group !== g) return;
+    if (g.data && JSON.stringify(g.data) === JSON.stringify(data)) return;
     g.data = data;
   } catch (e) {
     if (mine !== groupRequest) return;
