@@ -284,6 +284,15 @@ async fn live_alert_is_acknowledged_and_the_page_speaks_chinese() {
     let points = text_where(&b, &testid("chart-status"), |t| t.ends_with("readings")).await;
     assert_eq!(points, "37 readings");
     element(&b, &testid("chart-series")).await;
+    // The sensor counts follow the alert without a page reload.
+    let alerting = text_where(
+        &b,
+        "[data-testid=\"summary-row\"][data-kind=\"water_level\"][data-district=\"qingcheng\"] \
+         [data-testid=\"group-count\"][data-status=\"alerting\"]",
+        |t| t == "1",
+    )
+    .await;
+    assert_eq!(alerting, "1");
     b.screenshot(&artifact("console-en.png")).await;
 
     // 中文: a UI label, a kind name from the catalog, the acknowledgement.
@@ -505,5 +514,41 @@ async fn ten_thousand_sensors_are_grouped_and_paged() {
     drop(b);
     // Not `g.shutdown()`: it waits for the page's SSE stream to end, which it does not do
     // yet once the browser has gone (reported); dropping the gateway ends the test.
+    drop(g);
+}
+
+/// The console's SSE parser (it reads the stream with fetch(), so it parses the frames
+/// itself): frames split anywhere across chunks, CRLF line ends, comments (keepalives),
+/// multi-line data and the last id seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_parser_reassembles_events_split_across_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = start(dir.path(), "").await;
+    let api = Api::new(&g);
+    let b = Browser::start().await;
+    b.navigate(&format!("{}/", api.base)).await;
+    let stream = "event: snapshot\r\nid: 7\r\ndata: {\"seq\":7,\r\ndata: \"alerts\":[]}\r\n\r\n\
+                  : keepalive\n\nevent: alert\nid: 8\ndata: {\"seq\":8}\n\ndata: no event name\n\n";
+    let events = b
+        .execute(
+            r#"const [text, step] = arguments;
+               return import('/console/api.js').then(({ SseParser }) => {
+                 const out = [];
+                 const p = new SseParser((e) => out.push(e));
+                 for (let i = 0; i < text.length; i += step) p.push(text.slice(i, i + step));
+                 return out;
+               })"#,
+            vec![json!(stream), json!(3)],
+        )
+        .await;
+    assert_eq!(
+        events,
+        json!([
+            {"event": "snapshot", "id": "7", "data": "{\"seq\":7,\n\"alerts\":[]}"},
+            {"event": "alert", "id": "8", "data": "{\"seq\":8}"},
+            {"event": "message", "id": null, "data": "no event name"},
+        ])
+    );
+    drop(b);
     drop(g);
 }

@@ -218,7 +218,8 @@ function visibleAlerts() {
     (x, y) =>
       (SEV_RANK[y.severity] ?? 0) - (SEV_RANK[x.severity] ?? 0) ||
       Number(Boolean(x.ack)) - Number(Boolean(y.ack)) ||
-      y.started_at - x.started_at,
+      y.started_at - x.started_at ||
+      (x.sensor < y.sensor ? -1 : x.sensor > y.sensor ? 1 : 0),
   );
   state.alertList = list;
   return list;
@@ -259,12 +260,21 @@ function alertRow(a) {
   const td = document.createElement('td');
   td.append(sev);
   tr.append(td);
-  cell(tr, a.sensor, 'mono');
-  cell(tr, kindName(a.kind)).dataset.testid = 'alert-kind';
+  const who = cell(tr, a.sensor, 'mono');
+  const kind = document.createElement('div');
+  kind.className = 'sub';
+  kind.dataset.testid = 'alert-kind';
+  kind.textContent = kindName(a.kind);
+  who.append(kind);
   cell(tr, districtName(alertDistrict(a)));
-  cell(tr, `${metricName(a.kind, a.metric)} ${withUnit(a.kind, a.metric, a.value)}`);
-  cell(tr, fmtTime(a.started_at));
-  cell(tr, a.message || '', 'message');
+  const what = cell(tr, `${metricName(a.kind, a.metric)} ${withUnit(a.kind, a.metric, a.value)}`, 'value');
+  if (a.message) {
+    const msg = document.createElement('div');
+    msg.className = 'sub message';
+    msg.textContent = a.message;
+    what.append(msg);
+  }
+  cell(tr, fmtTime(a.started_at), 'since');
   const ackCell = document.createElement('td');
   if (a.ack) {
     const s = document.createElement('span');
