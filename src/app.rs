@@ -212,6 +212,7 @@ pub struct Gateway {
     broker: Option<crate::broker::EmbeddedBroker>,
     hub: Arc<AlertHub>,
     board: Arc<SensorBoard>,
+    alert_outputs: Vec<crate::alerts::output::AlertOutput>,
 }
 
 impl Gateway {
@@ -353,6 +354,23 @@ impl Gateway {
         }
         let sink_status: Arc<[Arc<SinkStatus>]> = sinks.iter().map(|s| s.status.clone()).collect();
 
+        // Alert outputs: each drains alert_events from its own cursor; a new one starts at the
+        // head read above, before the store thread could add anything.
+        let alert_outputs = crate::alerts::output::start_all(
+            &config.alerts,
+            &config.mqtt,
+            crate::alerts::output::Common {
+                reader: reader.clone(),
+                hub: hub.clone(),
+                board: board.clone(),
+                db_path: db_path.clone(),
+                fsync: config.outbox.fsync,
+                raw_max: config.sqlite.dead_letter_raw_max,
+            },
+            head,
+        )
+        .context("cannot start the alert outputs")?;
+
         // MQTT sources: one per [[mqtt]] connection. A bad password or TLS file fails here.
         let mut mqtt = Vec::with_capacity(config.mqtt.len());
         for m in &config.mqtt {
@@ -386,7 +404,9 @@ impl Gateway {
                 })?,
         };
         let addr = listener.local_addr().context("listener has no address")?;
+        let (stop_http, mut stopped) = watch::channel(false);
         let state = crate::http::AppState {
+            stopping: stop_http.subscribe(),
             ingest: ingest.clone(),
             reader: reader.clone(),
             catalog,
@@ -398,13 +418,13 @@ impl Gateway {
             sinks: sink_status,
             hub: hub.clone(),
             board: board.clone(),
+            alert_outputs: alert_outputs.iter().map(|o| o.status.clone()).collect(),
             auth: Arc::new(
                 crate::http::auth::Auth::from_config(&config.http.auth)
                     .context("cannot read the API token (http.auth)")?,
             ),
         };
         let router = crate::http::router(state, config.http.max_body_bytes);
-        let (stop_http, mut stopped) = watch::channel(false);
         let http = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -433,6 +453,7 @@ impl Gateway {
             broker,
             hub,
             board,
+            alert_outputs,
         })
     }
 
@@ -449,6 +470,14 @@ impl Gateway {
     /// Committed alert events and the active set, for alert outputs and tests.
     pub fn alerts(&self) -> Arc<AlertHub> {
         self.hub.clone()
+    }
+
+    /// The state of each alert output (`[alerts.mqtt]`, then `[[alerts.webhooks]]`).
+    pub fn alert_outputs(&self) -> Vec<crate::alerts::output::OutputSnapshot> {
+        self.alert_outputs
+            .iter()
+            .map(|o| o.status.snapshot())
+            .collect()
     }
 
     /// The live state of every known sensor.
@@ -516,6 +545,13 @@ impl Gateway {
         for sink in self.sinks {
             sink.join().await;
         }
+        // Events the outputs have not confirmed stay in alert_events for the next run.
+        for output in &self.alert_outputs {
+            output.signal_stop();
+        }
+        for output in self.alert_outputs {
+            output.join().await;
+        }
         pipeline?;
         store?;
         Ok(())
@@ -544,7 +580,9 @@ async fn run_pipeline(
                 None => break,
                 Some(Command::Ingest { batch, reply }) => {
                     let source = batch.source.clone();
+                    let started = Instant::now();
                     let out = pipeline.process(batch, now_ms());
+                    telemetry::record_pipeline_batch(started.elapsed().as_secs_f64());
                     let reply = match reply {
                         Some(tx) => Reply::Receipt(tx, Box::new(Receipt::of(&out))),
                         None => Reply::None,

@@ -307,6 +307,15 @@ impl SensorBoard {
         self.len() == 0
     }
 
+    /// The ids of the sensors whose `district` tag is this.
+    pub fn in_district(&self, district: &str) -> Vec<String> {
+        self.read()
+            .iter()
+            .filter(|(_, e)| e.district() == Some(district))
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }
+
     /// The sensor's tags, for alert messages.
     pub fn tags(&self, id: &str) -> Option<Tags> {
         self.read().get(id).and_then(|e| e.tags.clone())

@@ -177,14 +177,19 @@ fn banner(gateway: &Gateway, fleet: &Fleet, broker: &BrokerTarget) {
         }
     );
     println!("    mosquitto_sub -h {host} -p {port} -t 'city/#' -v");
+    println!("    mosquitto_sub -h {host} -p {port} -t 'citygate/alerts/#' -v   # the alerts");
     println!(
         "    mosquitto_pub -h {host} -p {port} -q 1 -t 'city/清城区/noise/ns-test-01' \
          -m '{{\"laeq\": 58.2}}'"
     );
-    println!("  HTTP API     : http://{addr}");
+    println!(
+        "  Web console  : http://{addr}/   (live alerts, sensors, charts; English / 简体中文)"
+    );
+    println!("  HTTP API     : http://{addr}/api/v1/openapi.json");
     println!("    curl -s http://{addr}/api/v1/alerts");
     println!("    curl -s 'http://{addr}/api/v1/readings?sensor=rf-qc-01&limit=5'");
     println!("    curl -s http://{addr}/api/v1/dead-letters");
+    println!("    curl -sN http://{addr}/api/v1/alerts/stream        # alerts as SSE");
     println!("  Alerts appear below as they are raised, escalated and resolved. Ctrl-C stops.");
     println!();
 }

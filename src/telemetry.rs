@@ -9,6 +9,12 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::model::{AlertEvent, AlertEventKind};
 use crate::pipeline::Stats;
 
+/// Seconds, from 100 µs (a pipeline batch) to 10 s (a sink write against a struggling store).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process (tests start several gateways in one
@@ -16,7 +22,14 @@ static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Buckets make every histogram a Prometheus histogram (aggregatable across
+            // gateways, `histogram_quantile`) instead of the exporter's default summary.
+            let builder = PrometheusBuilder::new();
+            let builder = match builder.set_buckets(LATENCY_BUCKETS) {
+                Ok(b) => b,
+                Err(_) => PrometheusBuilder::new(),
+            };
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok().map(|_| handle)
         })
@@ -67,6 +80,11 @@ pub fn record_committed(source: &str, stats: &Stats, events: &[AlertEvent]) {
             _ => {}
         }
     }
+}
+
+/// Times the pipeline's work on one batch (validation, rules, alerts; no I/O).
+pub fn record_pipeline_batch(seconds: f64) {
+    histogram!("citygate_pipeline_batch_seconds").record(seconds);
 }
 
 /// Times one store commit.

@@ -12,6 +12,9 @@
 //! so no output can announce an alert that a crash would take back.
 
 pub mod message;
+pub mod mqtt;
+pub mod output;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -172,7 +172,7 @@ pub struct ValidationConfig {
     pub flatline_duration: Dur,
 }
 
-/// How alerts are shown.
+/// How alerts are shown and where they are delivered.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
@@ -180,6 +180,12 @@ pub struct AlertsConfig {
     pub console: bool,
     /// Suspect readings raise a `sensor_fault` info alert.
     pub sensor_fault_alerts: bool,
+    /// Alert events published over MQTT, with the active set retained.
+    #[serde(default)]
+    pub mqtt: crate::alerts::mqtt::AlertMqttConfig,
+    /// Alert events POSTed, signed, to HTTP receivers.
+    #[serde(default)]
+    pub webhooks: Vec<crate::alerts::webhook::WebhookConfig>,
 }
 
 /// A known sensor and its own settings.

@@ -231,7 +231,7 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
     let http: Option<HttpConfig> = p.section(&mut root, "http");
     let sqlite: Option<SqliteConfig> = p.section(&mut root, "sqlite");
     let validation: Option<ValidationConfig> = p.section(&mut root, "validation");
-    let alerts: Option<AlertsConfig> = p.section(&mut root, "alerts");
+    let alerts = alerts(&mut p, root.remove("alerts"));
     let catalog = catalog(&mut p, root.remove("catalog"));
     let sensors: BTreeMap<String, SensorSpec> = p.table("sensors", root.remove("sensors"));
     let broker: Option<BrokerConfig> = p.section(&mut root, "broker");
@@ -239,6 +239,10 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
     let kinds: BTreeSet<String> = catalog.keys().cloned().collect();
     for problem in crate::sources::mqtt::check_config(&mqtt, &kinds) {
         p.0.push(problem);
+    }
+    if let Some(a) = &alerts {
+        let connections: Vec<MqttConfig> = mqtt.iter().map(|(_, m)| m.clone()).collect();
+        p.0.extend(a.mqtt.validate(&connections));
     }
     let mut sensors = sensors;
     let modbus: Option<crate::sources::modbus::ModbusConfig> = match root.remove("modbus") {
@@ -341,6 +345,45 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         }),
         _ => Err(ConfigError { problems: p.0 }),
     }
+}
+
+/// `[alerts]`: `[alerts.mqtt]` and each `[[alerts.webhooks]]` on its own, so that one bad
+/// output does not hide another's problems; webhook names must be unique (they key the
+/// delivery cursors). `[alerts.mqtt]` is checked against `[[mqtt]]` by the caller.
+fn alerts(p: &mut Problems, value: Option<Value>) -> Option<AlertsConfig> {
+    let mut map = match value {
+        None => {
+            p.push("alerts", "missing section");
+            return None;
+        }
+        Some(Value::Object(map)) => map,
+        Some(other) => return p.de("alerts", other),
+    };
+    let mqtt = match map.remove("mqtt") {
+        None | Some(Value::Null) => Some(Default::default()),
+        Some(v) => p.de("alerts.mqtt", v),
+    };
+    let webhooks: Vec<(usize, crate::alerts::webhook::WebhookConfig)> =
+        p.array("alerts.webhooks", map.remove("webhooks"));
+    let mut names = BTreeSet::new();
+    for (i, w) in &webhooks {
+        let at = format!("alerts.webhooks[{i}]");
+        p.0.extend(w.validate(&at));
+        if !w.name.trim().is_empty() && !names.insert(w.name.clone()) {
+            p.push(
+                format!("{at}.name"),
+                format!(
+                    "another webhook is already named {:?}; names must be unique",
+                    w.name
+                ),
+            );
+        }
+    }
+    let rest: Option<AlertsConfig> = p.de("alerts", Value::Object(map));
+    let mut alerts = rest?;
+    alerts.mqtt = mqtt?;
+    alerts.webhooks = webhooks.into_iter().map(|(_, w)| w).collect();
+    Some(alerts)
 }
 
 /// `[sinks]`: each `[[sinks.influxdb]]` on its own, so that one bad sink does not hide

@@ -45,7 +45,11 @@ pub struct AppState {
     pub hub: Arc<crate::alerts::AlertHub>,
     /// Every known sensor's latest values and status.
     pub board: Arc<crate::board::SensorBoard>,
+    /// The alert outputs (MQTT, webhooks), for `/health`.
+    pub alert_outputs: Arc<[Arc<crate::alerts::output::OutputStatus>]>,
     pub auth: Arc<auth::Auth>,
+    /// Turns true when the gateway stops: long-lived responses (SSE) end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The OpenAPI document of this API, kept beside the routes (a test checks that the two name

@@ -178,7 +178,8 @@ pub async fn alerts(
         severity,
         kind: p.kind,
         sensor: p.sensor,
-        district: p.district,
+        // Districts are tags, which the board knows for every sensor (configured ones too).
+        sensors_in: p.district.map(|d| st.board.in_district(&d)),
         limit: limit(p.limit)?,
     };
     let alerts: Vec<Alert> = blocking(&st, move |r| r.alerts(&q)).await?;
@@ -277,11 +278,15 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
     let modbus: Vec<_> = st.modbus.iter().map(|s| s.snapshot()).collect();
     let outbox = st.outbox.snapshot(crate::app::now_ms());
     let sinks: Vec<_> = st.sinks.iter().map(|s| s.snapshot()).collect();
+    let alert_outputs: Vec<_> = st.alert_outputs.iter().map(|o| o.snapshot()).collect();
     // A broker connection, a device or a remote store that is down degrades the gateway but
     // it still serves (and takes HTTP input), so the answer stays 200.
     let status = if mqtt.iter().all(|m| m.connected)
         && modbus.iter().all(|d| d.state != "down")
         && sinks.iter().all(|s| s.state == "ok")
+        && alert_outputs
+            .iter()
+            .all(|o| o.state == crate::alerts::output::State::Ok)
         && outbox.state == "ok"
     {
         "ok"
@@ -309,6 +314,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                 "modbus": modbus,
                 "outbox": outbox,
                 "sinks": sinks,
+                "alert_outputs": alert_outputs,
             })),
         ),
         Err(e) => (
@@ -322,6 +328,7 @@ pub async fn health(State(st): State<AppState>) -> impl IntoResponse {
                 "modbus": modbus,
                 "outbox": outbox,
                 "sinks": sinks,
+                "alert_outputs": alert_outputs,
             })),
         ),
     }

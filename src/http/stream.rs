@@ -38,8 +38,15 @@ pub async fn stream(State(st): State<AppState>, headers: HeaderMap) -> impl Into
     let (tx, rx) = mpsc::channel::<Event>(CLIENT_QUEUE);
     tokio::spawn(async move {
         let _client = ClientGauge::new();
-        if let Err(Gone) = feed(&st, last_id, &tx).await {
-            debug!("SSE client went away");
+        let mut stopping = st.stopping.clone();
+        // The feed ends when the client leaves (its queue closes) or the gateway stops: an
+        // open stream would otherwise hold the HTTP server's graceful shutdown forever.
+        tokio::select! {
+            result = feed(&st, last_id, &tx) => if let Err(Gone) = result {
+                debug!("SSE client went away");
+            },
+            _ = tx.closed() => {}
+            _ = stopping.wait_for(|s| *s) => {}
         }
     });
     let events = stream::unfold(rx, |mut rx| async move {

@@ -26,7 +26,7 @@ impl GatewayProcess {
     pub fn start(dir: &Path, overlay: &str, env: &[(&str, &str)]) -> GatewayProcess {
         let http_port = free_port();
         let base = format!(
-            "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n[alerts.mqtt]\nenabled = false\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
             dir.display().to_string()
         );
         // Two files, as two layers: `mqtt = []` in the first clears the built-in connection,

@@ -9,7 +9,9 @@ pub mod gateway_bin;
 pub mod influxdb1;
 pub mod mosquitto;
 pub mod process;
+pub mod prometheus;
 pub mod publisher;
+pub mod sse;
 pub mod victoria;
 pub mod webdriver;
 
@@ -23,7 +25,7 @@ use serde_json::Value;
 /// Starts a gateway whose data lives in `dir`, with `extra` TOML layered over the defaults.
 pub async fn start(dir: &Path, extra: &str) -> Gateway {
     let base = format!(
-        "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n",
+        "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n[alerts.mqtt]\nenabled = false\n",
         dir.display().to_string()
     );
     let sources = [

@@ -590,7 +590,7 @@ fn describe_source(name: &str, cfg: &InfluxConfig) -> String {
 
 /// reqwest insists on a TLS configuration even for plain http (it has no provider of its
 /// own here); this one is never used, and needs no certificate files or system roots.
-fn plain_http_tls() -> Result<rustls::ClientConfig, rustls::Error> {
+pub(crate) fn plain_http_tls() -> Result<rustls::ClientConfig, rustls::Error> {
     Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -622,7 +622,7 @@ fn transport_failure(e: &reqwest::Error) -> WriteOutcome {
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -637,7 +637,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Reads at most [`BODY_READ_MAX`] bytes of a response body, lossily as text.
-async fn read_body(mut response: reqwest::Response) -> String {
+pub(crate) async fn read_body(mut response: reqwest::Response) -> String {
     let mut body = Vec::new();
     while body.len() < BODY_READ_MAX {
         match response.chunk().await {
@@ -685,7 +685,7 @@ fn extract_message(body: &str, status: StatusCode) -> String {
     cut(text, MESSAGE_MAX)
 }
 
-fn cut(mut text: String, max: usize) -> String {
+pub(crate) fn cut(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {

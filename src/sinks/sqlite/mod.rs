@@ -171,8 +171,8 @@ pub struct AlertQuery {
     pub kind: Option<String>,
     /// Only this sensor.
     pub sensor: Option<String>,
-    /// Only sensors whose registry tags have this `district`.
-    pub district: Option<String>,
+    /// Only alerts of these sensors (e.g. every sensor of a district, from the board).
+    pub sensors_in: Option<Vec<String>>,
     /// Defaults to [`DEFAULT_LIMIT`], capped at [`MAX_LIMIT`].
     pub limit: Option<usize>,
 }

@@ -102,13 +102,10 @@ impl SqliteReader {
         if let Some(sensor) = &q.sensor {
             text("sensor = ?", sensor);
         }
-        if let Some(district) = &q.district {
-            // The registry keeps tags as a JSON array of [key, value] pairs.
-            text(
-                "sensor IN (SELECT s.id FROM sensors s, json_each(s.tags) t \
-                 WHERE t.value ->> 0 = 'district' AND t.value ->> 1 = ?)",
-                district,
-            );
+        if let Some(ids) = &q.sensors_in {
+            // One JSON array parameter however many sensors: no limit on bound variables.
+            let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+            text("sensor IN (SELECT value FROM json_each(?))", &ids);
         }
         let mut sql = format!("SELECT {} FROM alerts", decode::ALERT_COLUMNS);
         if !conditions.is_empty() {

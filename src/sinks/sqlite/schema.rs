@@ -118,6 +118,14 @@ const MIGRATIONS: &[&str] = &[
         seq  INTEGER NOT NULL
     );
     ",
+    // Version 3: each alert output's last delivered `alert_events.seq` (src/alerts/output.rs).
+    // Retention pruning keeps every event after the lowest of them.
+    "
+    CREATE TABLE alert_output_cursors (
+        output TEXT    PRIMARY KEY NOT NULL,
+        seq    INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes and reads.

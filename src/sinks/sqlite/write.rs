@@ -128,8 +128,10 @@ impl SqliteStore {
     }
 
     /// Deletes readings and dead letters older than the cutoff, and resolved alerts whose last
-    /// change (`updated_at`) is older than it, with all their events. Active alerts stay
+    /// change (`updated_at`) is older than it, with their events. Active alerts stay
     /// whatever their age: they are live state, not history. The sensor registry is kept.
+    /// An event some alert output has not delivered yet (`seq` after the lowest cursor in
+    /// `alert_output_cursors`) is kept whatever its age: the output still has to send it.
     pub fn prune(&mut self, older_than_ms: TimestampMs) -> Result<PruneStats, StoreError> {
         let path = &self.path;
         let err = |op| sql_err(path, op);
@@ -138,6 +140,13 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err("begin prune"))?;
         let resolved = AlertState::Resolved.as_str();
+        let delivered_by_all: i64 = tx
+            .query_row(
+                "SELECT coalesce(min(seq), ?1) FROM alert_output_cursors",
+                [i64::MAX],
+                |r| r.get(0),
+            )
+            .map_err(err("read the alert output cursors"))?;
         let stats = PruneStats {
             readings: tx
                 .execute("DELETE FROM readings WHERE ts < ?1", [older_than_ms])
@@ -151,16 +160,17 @@ impl SqliteStore {
             alert_events: tx
                 .execute(
                     "DELETE FROM alert_events WHERE alert_id IN \
-                     (SELECT id FROM alerts WHERE state = ?1 AND updated_at < ?2)",
-                    params![resolved, older_than_ms],
+                     (SELECT id FROM alerts WHERE state = ?1 AND updated_at < ?2) \
+                     AND seq <= ?3",
+                    params![resolved, older_than_ms, delivered_by_all],
                 )
                 .map_err(err("prune alert events"))?
                 // Events whose alert row was never written (or is gone) age out on their own.
                 + tx
                     .execute(
                         "DELETE FROM alert_events WHERE at < ?1 \
-                         AND alert_id NOT IN (SELECT id FROM alerts)",
-                        [older_than_ms],
+                         AND alert_id NOT IN (SELECT id FROM alerts) AND seq <= ?2",
+                        [older_than_ms, delivered_by_all],
                     )
                     .map_err(err("prune orphan alert events"))?,
             alerts: tx

@@ -19,8 +19,10 @@ use crate::config::ConfigProblem;
 use config::MqttConfig;
 
 pub use route::{check_filter, Captures, Pattern, PatternError, Resolved, Router};
+pub(crate) use source::{parse_url, password_source};
 pub use source::{start, MqttError, MqttSource};
 pub use status::{SourceStatus, StatusSnapshot};
+pub(crate) use v4::describe as describe_v4_error;
 
 /// Checks `[[mqtt]]` beyond what serde checks. `mqtt` holds each connection with its index
 /// in the file, for key paths like `mqtt[0].routes[1].topic`.

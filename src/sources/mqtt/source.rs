@@ -545,7 +545,7 @@ pub(super) fn prepare(cfg: MqttConfig) -> Result<Settings, MqttError> {
 }
 
 /// `mqtt://host:port` or `mqtts://host:port` → (tls, host, port).
-pub(super) fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
+pub(crate) fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("mqtt://") {
@@ -587,7 +587,7 @@ pub(super) fn read_password(cfg: &MqttConfig) -> Result<Option<Secret>, String> 
     password_source(cfg).read().map_err(|e| e.to_string())
 }
 
-pub(super) fn password_source(cfg: &MqttConfig) -> SecretSource<'_> {
+pub(crate) fn password_source(cfg: &MqttConfig) -> SecretSource<'_> {
     SecretSource {
         name: "password",
         env: cfg.password_env.as_deref(),

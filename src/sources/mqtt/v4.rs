@@ -84,7 +84,7 @@ impl Protocol for V4 {
     }
 }
 
-fn describe(e: &ConnectionError) -> String {
+pub(crate) fn describe(e: &ConnectionError) -> String {
     match e {
         ConnectionError::ConnectionRefused(code) => refused(*code),
         ConnectionError::Tls(t) => describe_tls(t),
