@@ -331,9 +331,7 @@ async fn live_alert_is_acknowledged_and_the_page_speaks_chinese() {
     let op = element(&b, &testid("operator-input")).await;
     assert_eq!(b.property(&op, "value").await, "Li Wei");
     drop(b);
-    // Not `g.shutdown()`: it waits for the page's SSE stream to end, which it does not do
-    // yet once the browser has gone (reported); dropping the gateway ends the test.
-    drop(g);
+    g.shutdown().await.expect("clean shutdown");
 }
 
 const KINDS: [(&str, &str); 4] = [
@@ -512,9 +510,7 @@ async fn ten_thousand_sensors_are_grouped_and_paged() {
     );
     b.screenshot(&artifact("console-10k.png")).await;
     drop(b);
-    // Not `g.shutdown()`: it waits for the page's SSE stream to end, which it does not do
-    // yet once the browser has gone (reported); dropping the gateway ends the test.
-    drop(g);
+    g.shutdown().await.expect("clean shutdown");
 }
 
 /// The console's SSE parser (it reads the stream with fetch(), so it parses the frames
@@ -550,5 +546,85 @@ async fn sse_parser_reassembles_events_split_across_chunks() {
         ])
     );
     drop(b);
-    drop(g);
+    g.shutdown().await.expect("clean shutdown");
+}
+
+/// With `[http.auth] protect_reads`, the page asks for the token, asks again after a wrong
+/// one, and then runs with the right one: live stream, sensor counts, an acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_asks_for_the_token_when_reads_are_protected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("api-token");
+    std::fs::write(&token_file, "s3cret-console\n").expect("write token");
+    let overlay = format!(
+        "[http.auth]\ntoken_file = {:?}\nprotect_reads = true\n{STATIONS}",
+        token_file.display().to_string()
+    );
+    let g = start(dir.path(), &overlay).await;
+    let api = Api::new(&g);
+    let line = format!(
+        "gas_detector,sensor=gd-qx-07 lel=55,h2s=2 {}\n",
+        (now_ms() - MIN) * 1_000_000
+    );
+    let resp = api
+        .client
+        .post(format!("{}/api/v1/ingest", api.base))
+        .header("authorization", "Bearer s3cret-console")
+        .header("content-type", "text/plain")
+        .body(line)
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(resp.status().as_u16(), 200);
+
+    let b = Browser::start().await;
+    b.navigate(&format!("{}/", api.base)).await;
+    let prompt = text_where(&b, &testid("dialog-text"), |t| !t.is_empty()).await;
+    assert_eq!(prompt, "This gateway needs an access token.");
+    let input = element(&b, &testid("dialog-input")).await;
+    assert_eq!(b.property(&input, "type").await, "password");
+    b.send_keys(&input, "wrong").await;
+    b.click_css(&testid("dialog-ok")).await;
+    // 403: asked again (the dialog closes and opens anew, empty).
+    b.wait_for("the token prompt after a wrong token", DEADLINE, || async {
+        let again = b
+            .execute(
+                r#"const d = document.querySelector('[data-testid="dialog"]');
+                   const i = document.querySelector('[data-testid="dialog-input"]');
+                   return d.open && i.value === ''"#,
+                vec![],
+            )
+            .await;
+        (again == true).then_some(())
+    })
+    .await;
+    assert_eq!(
+        b.execute("return sessionStorage.getItem('citygate.token')", vec![])
+            .await,
+        "wrong"
+    );
+    b.send_keys(&input, "s3cret-console").await;
+    b.click_css(&testid("dialog-ok")).await;
+
+    element(&b, "[data-testid=\"conn-status\"][data-state=\"live\"]").await;
+    let total = text_where(&b, &testid("sensors-total"), |t| t.ends_with("sensors")).await;
+    // The four configured stations, whether they reported or not.
+    assert_eq!(total, "4 sensors");
+    let row_css = "[data-testid=\"alert-row\"][data-sensor=\"gd-qx-07\"][data-rule=\"lel\"]";
+    b.click_css(&format!("{row_css} {}", testid("alert-ack")))
+        .await;
+    // No operator yet: the dialog asks for the name, with the comment beside it.
+    let prompt = text_where(&b, &testid("dialog-text"), |t| t.starts_with("Who")).await;
+    assert!(prompt.contains("acknowledging"), "{prompt}");
+    b.send_keys(&input, "Chen Jing").await;
+    b.click_css(&testid("dialog-ok")).await;
+    let acked = text_where(&b, &format!("{row_css} {}", testid("alert-acked")), |t| {
+        !t.is_empty()
+    })
+    .await;
+    assert_eq!(acked, "acked by Chen Jing");
+    let op = element(&b, &testid("operator-input")).await;
+    assert_eq!(b.property(&op, "value").await, "Chen Jing");
+    drop(b);
+    g.shutdown().await.expect("clean shutdown");
 }

@@ -22,8 +22,12 @@ function headers(extra = {}) {
   return h;
 }
 
-/** Asks once even when several calls hit a 401 at the same time. */
-async function renewToken() {
+/**
+ * Gets a new token after a 401/403 of a call made with `used`. Asks once even when several
+ * calls fail at the same time, and not at all if the token changed since the call was made.
+ */
+async function renewToken(used) {
+  if (token() !== used) return true;
   if (!pendingAsk) {
     pendingAsk = askToken().then((tok) => {
       pendingAsk = null;
@@ -45,10 +49,11 @@ export class ApiError extends Error {
 /** A JSON call; on 401/403 asks for a token and tries again. */
 export async function api(path, { method = 'GET', body } = {}) {
   for (let attempt = 0; ; attempt++) {
+    const used = token();
     const init = { method, headers: headers(body ? { 'Content-Type': 'application/json' } : {}) };
     if (body !== undefined) init.body = JSON.stringify(body);
     const resp = await fetch(path, init);
-    if ((resp.status === 401 || resp.status === 403) && attempt < 3 && (await renewToken())) {
+    if ((resp.status === 401 || resp.status === 403) && attempt < 3 && (await renewToken(used))) {
       continue;
     }
     const text = await resp.text();
@@ -131,6 +136,7 @@ export function followAlerts(handlers) {
       watchdog = setTimeout(() => controller.abort(), KEEPALIVE_MS * 3);
     };
     try {
+      const used = token();
       const h = headers({ Accept: 'text/event-stream' });
       if (lastId !== null) h['Last-Event-ID'] = lastId;
       arm();
@@ -142,7 +148,7 @@ export function followAlerts(handlers) {
       if (resp.status === 401 || resp.status === 403) {
         handlers.onState('auth');
         clearTimeout(watchdog);
-        await renewToken();
+        await renewToken(used);
         return;
       }
       if (!resp.ok || !resp.body) throw new Error(`HTTP ${resp.status}`);
