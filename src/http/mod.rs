@@ -4,6 +4,7 @@
 //! fault it is; bad input never gets a 500.
 
 pub mod auth;
+mod console;
 mod ingest;
 mod query;
 mod sensors;
@@ -76,6 +77,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/health", get(query::health))
         .route("/ready", get(query::ready))
         .route("/metrics", get(query::metrics))
+        .merge(console::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,

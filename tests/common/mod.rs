@@ -13,6 +13,7 @@ pub mod prometheus;
 pub mod publisher;
 pub mod sse;
 pub mod victoria;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::path::Path;
