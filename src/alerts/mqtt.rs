@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
@@ -430,32 +431,62 @@ struct MqttDeliver {
 }
 
 impl Deliver for MqttDeliver {
-    async fn deliver(&mut self, events: &[SequencedEvent]) -> Delivered {
-        let (msgs, sent) = self.topics.messages(events, &self.common.board);
-        if !msgs.is_empty() {
-            let started = Instant::now();
+    /// mosquitto (and rumqttd) do not set TCP_NODELAY: a PUBACK written while an earlier one
+    /// is unacknowledged waits for our delayed ACK, up to 40 ms. With one page at a time,
+    /// every alert behind such a page waited that long (BENCHMARKS.md, "Alert latency"); with
+    /// pages in flight the next page goes out at once and carries the ACK.
+    const IN_FLIGHT: usize = JOBS_IN_FLIGHT;
+
+    fn deliver(
+        &mut self,
+        events: Arc<[SequencedEvent]>,
+    ) -> impl Future<Output = Delivered> + Send + 'static {
+        let (msgs, sent) = self.topics.messages(&events, &self.common.board);
+        let len = events.len();
+        let started = Instant::now();
+        // Handed over now, in page order; the channel holds every page that can be in flight,
+        // so only a stopped connection task refuses it.
+        let acked = if msgs.is_empty() {
+            None
+        } else {
             let (done, acked) = oneshot::channel();
-            if self.jobs.send(Job { msgs, done }).await.is_err() || acked.await.is_err() {
-                return Delivered {
-                    failure: Some(Failure {
-                        state: State::Down,
-                        result: "stopped",
-                        message: "the MQTT connection task has ended".into(),
-                        retry_after: None,
-                    }),
-                    ..Delivered::default()
-                };
+            match self.jobs.try_send(Job { msgs, done }) {
+                Ok(()) => Some(Ok(acked)),
+                Err(_) => Some(Err(())),
             }
-            record_delivery_seconds(MQTT_OUTPUT, started.elapsed().as_secs_f64());
-        }
-        count_delivery(MQTT_OUTPUT, "delivered", sent);
-        Delivered {
-            done: events.len(),
-            sent,
-            ..Delivered::default()
+        };
+        async move {
+            let stopped = || Delivered {
+                failure: Some(Failure {
+                    state: State::Down,
+                    result: "stopped",
+                    message: "the MQTT connection task has ended".into(),
+                    retry_after: None,
+                }),
+                ..Delivered::default()
+            };
+            match acked {
+                None => {}
+                Some(Err(())) => return stopped(),
+                Some(Ok(acked)) => {
+                    if acked.await.is_err() {
+                        return stopped();
+                    }
+                    record_delivery_seconds(MQTT_OUTPUT, started.elapsed().as_secs_f64());
+                }
+            }
+            count_delivery(MQTT_OUTPUT, "delivered", sent);
+            Delivered {
+                done: len,
+                sent,
+                ..Delivered::default()
+            }
         }
     }
 }
+
+/// Pages handed to the connection task and not yet acknowledged, at most.
+const JOBS_IN_FLIGHT: usize = 4;
 
 /// Per-connection bookkeeping of the connection task.
 #[derive(Default)]
@@ -511,16 +542,16 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 impl Connection {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut stop: watch::Receiver<bool>) {
         let mut s = Session::default();
-        // The page being delivered, and the count of messages on this connection that
-        // includes its last one (`None`: not queued on this connection yet).
-        let mut job: Option<(Job, Option<u64>)> = None;
+        // The pages being delivered, oldest first, each with the count of messages on this
+        // connection that includes its last one (`None`: not queued on this connection yet).
+        let mut jobs_out: VecDeque<(Job, Option<u64>)> = VecDeque::new();
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 polled = self.eventloop.poll() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         self.on_connect(&mut s);
-                        if let Some((j, mark)) = &mut job {
+                        for (j, mark) in &mut jobs_out {
                             s.queue(j.msgs.iter().cloned());
                             *mark = Some(s.queued);
                         }
@@ -539,7 +570,7 @@ impl Connection {
                         }
                         self.status.set_connected(false, Some(why));
                         s = Session::default();
-                        if let Some((_, mark)) = &mut job {
+                        for (_, mark) in &mut jobs_out {
                             *mark = None;
                         }
                         let delay = self.backoff.next_delay();
@@ -549,25 +580,28 @@ impl Connection {
                         }
                     }
                 },
-                next = jobs.recv(), if job.is_none() => match next {
+                next = jobs.recv(), if jobs_out.len() < JOBS_IN_FLIGHT => match next {
                     None => break,
                     Some(j) => {
                         let mark = s.connected.then(|| {
                             s.queue(j.msgs.iter().cloned());
                             s.queued
                         });
-                        job = Some((j, mark));
+                        jobs_out.push_back((j, mark));
                     }
                 },
             }
             if s.connected {
                 s.flush(&self.client);
             }
-            if let Some((_, Some(mark))) = &job {
-                if s.acked >= *mark {
-                    if let Some((j, _)) = job.take() {
-                        let _ = j.done.send(());
-                    }
+            // PUBACKs come in order (MQTT 3.1.1 4.6), so a page is done once the count
+            // reaches its last message.
+            while let Some((_, Some(mark))) = jobs_out.front() {
+                if s.acked < *mark {
+                    break;
+                }
+                if let Some((j, _)) = jobs_out.pop_front() {
+                    let _ = j.done.send(());
                 }
             }
         }
@@ -685,7 +719,7 @@ pub(crate) fn start(
     info!(output = MQTT_OUTPUT, url = %r.url, client_id = %cfg.client_id,
         prefix = %cfg.topic_prefix, "publishing alerts over MQTT");
     let (stop, stopped) = watch::channel(false);
-    let (jobs_tx, jobs_rx) = mpsc::channel(1);
+    let (jobs_tx, jobs_rx) = mpsc::channel(JOBS_IN_FLIGHT);
     let connection = Connection {
         eventloop,
         client,

@@ -62,8 +62,25 @@ pub(crate) struct Delivered {
 
 /// One output's way of getting events to its receiver.
 pub(crate) trait Deliver: Send + 'static {
-    /// Delivers `events` in order, stopping at the first that cannot be delivered now.
-    fn deliver(&mut self, events: &[SequencedEvent]) -> impl Future<Output = Delivered> + Send;
+    /// Pages that may be on their way at once. Their confirmations are taken in order, so
+    /// the cursor still moves only past a prefix of what was confirmed. More than one keeps a
+    /// receiver that is slow to confirm (a broker holding back PUBACKs) from delaying the
+    /// next alert by a whole round trip.
+    const IN_FLIGHT: usize = 1;
+
+    /// Starts delivering `events` in order; the future resolves once they are confirmed, or
+    /// at the first that cannot be delivered now. Whatever must happen in order (handing the
+    /// page to a connection) happens in this call, before it returns.
+    fn deliver(
+        &mut self,
+        events: Arc<[SequencedEvent]>,
+    ) -> impl Future<Output = Delivered> + Send + 'static;
+}
+
+/// A page on its way: its events and the confirmation to come.
+struct InFlight {
+    page: Arc<[SequencedEvent]>,
+    confirmed: std::pin::Pin<Box<dyn Future<Output = Delivered> + Send>>,
 }
 
 /// An output's state as `/health` shows it.
@@ -352,16 +369,27 @@ impl<D: Deliver> Drain<D> {
         let mut backoff = Backoff::new(self.retry.min, self.retry.max);
         let conn = self.conn.clone();
         let name = self.status.name.clone();
+        let mut inflight: std::collections::VecDeque<InFlight> = Default::default();
+        // The last event handed to the receiver; ahead of the cursor while pages are in flight.
+        let mut offered = self.status.cursor.load(Ordering::SeqCst);
         loop {
             if *self.stop.borrow() {
                 return;
             }
-            let cursor = self.status.cursor.load(Ordering::SeqCst);
-            let page = match self.read_page(cursor, &mut backoff).await {
-                Ok(p) => p,
-                Err(Stopped) => return,
-            };
-            if page.is_empty() {
+            if inflight.len() < D::IN_FLIGHT {
+                let page = match self.read_page(offered, &mut backoff).await {
+                    Ok(p) => p,
+                    Err(Stopped) => return,
+                };
+                if let Some(last) = page.last() {
+                    offered = last.seq;
+                    let page: Arc<[SequencedEvent]> = page.into();
+                    let confirmed = Box::pin(self.deliver.deliver(page.clone()));
+                    inflight.push_back(InFlight { page, confirmed });
+                    continue;
+                }
+            }
+            let Some(front) = inflight.front_mut() else {
                 self.status.publish_gauges();
                 tokio::select! {
                     _ = head.changed() => {}
@@ -369,19 +397,20 @@ impl<D: Deliver> Drain<D> {
                     _ = self.stop.changed() => return,
                 }
                 continue;
-            }
+            };
             // A delivery can wait long (a broker away, a receiver retrying): the lag gauge
-            // still follows the head meanwhile.
-            let delivered = {
-                let delivery = self.deliver.deliver(&page);
-                tokio::pin!(delivery);
-                loop {
-                    tokio::select! {
-                        d = &mut delivery => break d,
-                        _ = head.changed() => self.status.publish_gauges(),
-                        _ = self.stop.changed() => return,
-                    }
+            // still follows the head meanwhile, and new events go out behind it when there is
+            // room in flight.
+            let delivered = tokio::select! {
+                d = &mut front.confirmed => d,
+                _ = head.changed() => {
+                    self.status.publish_gauges();
+                    continue;
                 }
+                _ = self.stop.changed() => return,
+            };
+            let Some(InFlight { page, .. }) = inflight.pop_front() else {
+                continue;
             };
             let done = delivered.done.min(page.len());
             if done > 0 {
@@ -409,6 +438,12 @@ impl<D: Deliver> Drain<D> {
                     info!(output = %name, "alert deliveries succeed again");
                     self.status.set_state(State::Ok, None);
                 }
+            }
+            if delivered.done < page.len() || delivered.failure.is_some() {
+                // The pages behind this one are offered again from the cursor, in order
+                // (a receiver may see some twice: at-least-once, deduplicated by seq).
+                inflight.clear();
+                offered = self.status.cursor.load(Ordering::SeqCst);
             }
             if let Some(f) = delivered.failure {
                 count_delivery(&name, f.result, 1);

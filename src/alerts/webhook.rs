@@ -377,8 +377,21 @@ impl Webhook {
     }
 }
 
-impl Deliver for Webhook {
-    async fn deliver(&mut self, events: &[SequencedEvent]) -> Delivered {
+/// The webhook's [`Deliver`]: one POST at a time, in order (a receiver may rely on order).
+struct WebhookDeliver(Arc<Webhook>);
+
+impl Deliver for WebhookDeliver {
+    fn deliver(
+        &mut self,
+        events: Arc<[SequencedEvent]>,
+    ) -> impl std::future::Future<Output = Delivered> + Send + 'static {
+        let hook = self.0.clone();
+        async move { hook.deliver_page(&events).await }
+    }
+}
+
+impl Webhook {
+    async fn deliver_page(&self, events: &[SequencedEvent]) -> Delivered {
         let mut out = Delivered::default();
         for e in events {
             if !wanted(e, self.min) {
@@ -426,7 +439,7 @@ pub(crate) fn start(
     tracing::info!(output = %output, url = %hook.target, min_severity = %cfg.min_severity, "delivering alerts to a webhook");
     let (stop, stopped) = watch::channel(false);
     let drain = Drain {
-        deliver: hook,
+        deliver: WebhookDeliver(Arc::new(hook)),
         status: status.clone(),
         conn: Arc::new(std::sync::Mutex::new(conn)),
         common,
