@@ -169,19 +169,6 @@ async fn level(api: &Api, sensor: &str, value: f64, minutes_ago: i64) {
     );
 }
 
-/// Polls `/health` until the MQTT output satisfies `done`; returns its status.
-async fn wait_output(api: &Api, done: impl Fn(&Value) -> bool) -> Value {
-    let until = Instant::now() + STORE_DEADLINE;
-    loop {
-        let (_, h) = api.get("/health").await;
-        let o = h["alert_outputs"][0].clone();
-        if done(&o) || Instant::now() > until {
-            return o;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 const EVENT_TOPIC: &str = "citygate/alerts/warning/water_level/wl-m1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +178,7 @@ async fn events_are_published_and_the_active_set_is_retained_until_resolved() {
     let mut live = Sub::connect(broker.port(), "live", false, &["citygate/alerts/#"]).await;
     let g = start(dir.path(), &config(&broker)).await;
     let api = Api::new(&g);
-    wait_output(&api, |o| o["state"] == "ok").await;
+    common::wait_alert_output(&api, |o| o["state"] == "ok").await;
 
     level(&api, "wl-m1", 12.5, 120).await;
     let raised = live
@@ -214,7 +201,7 @@ async fn events_are_published_and_the_active_set_is_retained_until_resolved() {
     assert!(!raised.retain);
 
     // A subscriber that comes later sees the active alert, retained.
-    wait_output(&api, |o| o["lag"] == 0).await;
+    common::wait_alert_output(&api, |o| o["lag"] == 0).await;
     let retained = Sub::retained(broker.port(), "citygate/alerts/active/+").await;
     assert_eq!(retained.len(), 1, "{retained:?}");
     assert_eq!(retained[0].topic, format!("citygate/alerts/active/{id}"));
@@ -233,7 +220,7 @@ async fn events_are_published_and_the_active_set_is_retained_until_resolved() {
         .await;
     assert_eq!(resolved.json()["event"], "resolved");
     assert_eq!(resolved.json()["seq"], seq + 1);
-    let out = wait_output(&api, |o| o["lag"] == 0 && o["delivered"] == 2).await;
+    let out = common::wait_alert_output(&api, |o| o["lag"] == 0 && o["delivered"] == 2).await;
     assert_eq!(
         (out["state"].as_str(), out["cursor"].as_i64()),
         (Some("ok"), Some(seq + 1))
@@ -257,13 +244,13 @@ async fn an_alert_raised_while_the_broker_is_down_is_delivered_when_it_is_back()
     .await;
     let g = start(dir.path(), &config(&broker)).await;
     let api = Api::new(&g);
-    wait_output(&api, |o| o["state"] == "ok").await;
+    common::wait_alert_output(&api, |o| o["state"] == "ok").await;
 
     broker.stop();
-    let out = wait_output(&api, |o| o["state"] == "down").await;
+    let out = common::wait_alert_output(&api, |o| o["state"] == "down").await;
     assert_eq!(out["state"], "down", "{out}");
     level(&api, "wl-m1", 12.5, 60).await;
-    let out = wait_output(&api, |o| o["lag"] == 1).await;
+    let out = common::wait_alert_output(&api, |o| o["lag"] == 1).await;
     assert_eq!(
         (out["state"].as_str(), out["lag"].as_i64()),
         (Some("down"), Some(1))
@@ -275,7 +262,7 @@ async fn an_alert_raised_while_the_broker_is_down_is_delivered_when_it_is_back()
         .await;
     assert_eq!(got.json()["event"], "raised");
     assert_eq!(got.json()["alert"]["value"], 12.5);
-    let out = wait_output(&api, |o| o["lag"] == 0 && o["state"] == "ok").await;
+    let out = common::wait_alert_output(&api, |o| o["lag"] == 0 && o["state"] == "ok").await;
     assert_eq!(
         (out["delivered"].as_u64(), out["lag"].as_i64()),
         (Some(1), Some(0))
@@ -322,7 +309,7 @@ async fn a_stale_retained_alert_is_cleared_and_an_active_one_is_kept() {
         })
         .await;
     assert!(cleared.payload.is_empty(), "{cleared:?}");
-    wait_output(&api, |o| o["lag"] == 0 && o["delivered"] == 1).await;
+    common::wait_alert_output(&api, |o| o["lag"] == 0 && o["delivered"] == 1).await;
     let retained = Sub::retained(broker.port(), "citygate/alerts/active/+").await;
     let topics: Vec<&str> = retained.iter().map(|m| m.topic.as_str()).collect();
     let active: Vec<String> = g

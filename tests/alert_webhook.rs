@@ -261,7 +261,7 @@ async fn signed_events_arrive_in_order_once_each_through_server_errors() {
         ]
     );
 
-    let outputs = wait_health(&api, |o| o["lag"] == 0 && o["delivered"] == 5).await;
+    let outputs = common::wait_alert_output(&api, |o| o["lag"] == 0 && o["delivered"] == 5).await;
     assert_eq!(outputs["name"], "webhook:ops");
     assert_eq!(outputs["state"], "ok");
     assert_eq!(outputs["cursor"].as_i64(), want.last().copied());
@@ -276,19 +276,6 @@ async fn signed_events_arrive_in_order_once_each_through_server_errors() {
     assert!(metrics.contains(r#"citygate_alert_output_up{output="webhook:ops"}"#));
     assert!(metrics.contains(r#"citygate_alert_delivery_seconds_count{output="webhook:ops"}"#));
     g.shutdown().await.expect("shutdown");
-}
-
-/// Polls `/health` until the webhook's status satisfies `done`; returns it.
-async fn wait_health(api: &Api, done: impl Fn(&Value) -> bool) -> Value {
-    let until = Instant::now() + STORE_DEADLINE;
-    loop {
-        let (_, h) = api.get("/health").await;
-        let o = h["alert_outputs"][0].clone();
-        if done(&o) || Instant::now() > until {
-            return o;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +305,7 @@ async fn a_refused_event_becomes_a_dead_letter_and_later_ones_still_arrive() {
         "refused once, not retried"
     );
 
-    let out = wait_health(&api, |o| o["lag"] == 0 && o["dead_letters"] == 1).await;
+    let out = common::wait_alert_output(&api, |o| o["lag"] == 0 && o["dead_letters"] == 1).await;
     assert_eq!(
         (out["delivered"].as_u64(), out["dead_letters"].as_u64()),
         (Some(1), Some(1))
@@ -354,7 +341,7 @@ async fn events_raised_while_the_receiver_is_down_survive_a_restart() {
     let api = Api::new(&g);
     level(&api, "wl-r1", 12.5, 60).await;
     level(&api, "wl-r2", 14.5, 60).await;
-    let out = wait_health(&api, |o| o["state"] == "down").await;
+    let out = common::wait_alert_output(&api, |o| o["state"] == "down").await;
     assert_eq!(out["state"], "down", "{out}");
     assert_eq!(out["lag"], 2);
     g.shutdown().await.expect("shutdown");

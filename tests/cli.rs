@@ -74,21 +74,7 @@ fn catalog_prints_every_kind_in_both_languages() {
     let en = String::from_utf8_lossy(&citygate(&["catalog"], &[]).stdout).to_string();
     let zh =
         String::from_utf8_lossy(&citygate(&["catalog", "--lang", "zh"], &[]).stdout).to_string();
-    for kind in [
-        "water_level",
-        "rainfall",
-        "flow",
-        "water_quality",
-        "air_quality",
-        "noise",
-        "electricity_meter",
-        "water_meter",
-        "gas_meter",
-        "gas_detector",
-        "structural",
-        "landslide",
-        "forest_fire",
-    ] {
+    for kind in citygate_sim::KINDS {
         assert!(en.contains(kind), "{kind} missing from the catalog table");
         assert!(
             zh.contains(kind),

@@ -107,21 +107,7 @@ async fn console_assets_and_catalog_are_served() {
         .iter()
         .filter_map(|k| k["kind"].as_str())
         .collect();
-    for kind in [
-        "water_level",
-        "rainfall",
-        "flow",
-        "water_quality",
-        "air_quality",
-        "noise",
-        "electricity_meter",
-        "water_meter",
-        "gas_meter",
-        "gas_detector",
-        "structural",
-        "landslide",
-        "forest_fire",
-    ] {
+    for kind in citygate_sim::KINDS {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
     let aq = catalog["kinds"]

@@ -18,9 +18,9 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use rumqttc::{

@@ -32,7 +32,7 @@ use crate::config::{ConfigProblem, Dur};
 use crate::model::{DeadLetter, Severity};
 use crate::secret::{SecretError, SecretSource};
 use crate::sinks::influxdb::client::{cut, plain_http_tls, read_body, retry_after};
-use crate::sinks::influxdb::config::redact_url;
+use crate::sinks::influxdb::config::{parse_http_url, redact_url};
 use crate::sinks::sqlite::SequencedEvent;
 use crate::sources::mqtt::config::TlsConfig;
 use crate::sources::mqtt::tls::{self, TlsError};
@@ -161,20 +161,7 @@ impl WebhookConfig {
 
 /// `Ok(true)` for https.
 fn check_url(url: &str) -> Result<bool, String> {
-    let parsed = Url::parse(url).map_err(|e| e.to_string())?;
-    let https = match parsed.scheme() {
-        "https" => true,
-        "http" => false,
-        other => {
-            return Err(format!(
-                "the scheme must be http:// or https://, not {other}://"
-            ))
-        }
-    };
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err("the host is missing".into());
-    }
-    Ok(https)
+    parse_http_url(url).map(|(_, https)| https)
 }
 
 /// Why a webhook could not be set up.
@@ -246,8 +233,7 @@ impl Webhook {
             url: redact_url(&cfg.url),
             why,
         };
-        let https = check_url(&cfg.url).map_err(url_err)?;
-        let url = Url::parse(&cfg.url).map_err(|e| url_err(e.to_string()))?;
+        let (url, https) = parse_http_url(&cfg.url).map_err(url_err)?;
         let secret = cfg
             .secret_source()
             .read()

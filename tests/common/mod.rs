@@ -195,6 +195,20 @@ pub async fn wait_for_count(
 /// A generous failure guard for waits on the store.
 pub const STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Polls `/health` until the first alert output's status satisfies `done` (or the store
+/// deadline passes, as a guard against a hang); returns its last status.
+pub async fn wait_alert_output(api: &Api, done: impl Fn(&Value) -> bool) -> Value {
+    let until = std::time::Instant::now() + STORE_DEADLINE;
+    loop {
+        let (_, h) = api.get("/health").await;
+        let o = h["alert_outputs"][0].clone();
+        if done(&o) || std::time::Instant::now() > until {
+            return o;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Dead letters by reason.
 pub fn dead_letter_reasons(db: &Path) -> std::collections::BTreeMap<String, i64> {
     let conn = rusqlite::Connection::open(db).expect("open db");

@@ -273,7 +273,9 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
-pub(crate) fn check_url(url: &str) -> Result<bool, String> {
+/// Parses an http:// or https:// url with a host; `true` for https. Shared by every
+/// outbound HTTP client (sinks, webhooks), which add their own rules.
+pub(crate) fn parse_http_url(url: &str) -> Result<(reqwest::Url, bool), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
     let https = match parsed.scheme() {
         "https" => true,
@@ -287,6 +289,11 @@ pub(crate) fn check_url(url: &str) -> Result<bool, String> {
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err("the host is missing".into());
     }
+    Ok((parsed, https))
+}
+
+pub(crate) fn check_url(url: &str) -> Result<bool, String> {
+    let (parsed, https) = parse_http_url(url)?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(
             "put credentials in token_env/token_file (v2) or username/password_env (v1), not in the url"
