@@ -659,3 +659,22 @@ async fn ready_names_what_is_down_while_health_stays_live() {
     drop(api);
     g.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_the_mqtt_alert_output_stays_off_and_the_gateway_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The harness base has `mqtt = []`; the output is on, as in the default config.
+    let g = start(dir.path(), "[alerts.mqtt]\nenabled = true\n").await;
+    assert!(
+        g.alert_outputs().is_empty(),
+        "no broker to publish to: no MQTT alert output"
+    );
+    let api = Api::new(&g);
+    let (s, health) = api.get("/health").await;
+    assert_eq!(
+        (s, health["alert_outputs"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    drop(api);
+    g.shutdown().await.expect("clean shutdown");
+}

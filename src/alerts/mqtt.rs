@@ -138,6 +138,14 @@ impl AlertMqttConfig {
         self.url.is_none().then(|| mqtt.first()).flatten()
     }
 
+    /// Whether there is a broker to publish to: its own `url` or a `[[mqtt]]` connection. The
+    /// default config turns the output on for "the first `[[mqtt]]` broker"; a config with no
+    /// broker at all (Modbus and HTTP only) runs without it, with a warning at startup, rather
+    /// than failing on a default it never asked for.
+    pub fn has_broker(&self, mqtt: &[MqttConfig]) -> bool {
+        self.url.is_some() || !mqtt.is_empty()
+    }
+
     /// Every problem serde cannot see, at key paths under `alerts.mqtt`; `mqtt` is the
     /// `[[mqtt]]` connections (the defaults). A disabled output is not checked.
     pub fn validate(&self, mqtt: &[MqttConfig]) -> Vec<ConfigProblem> {
@@ -155,13 +163,8 @@ impl AlertMqttConfig {
         let url = match (&self.url, inherited) {
             (Some(u), _) => Some(u.as_str()),
             (None, Some(m)) => Some(m.url.as_str()),
-            (None, None) => {
-                push(
-                    "url",
-                    "is required: there is no [[mqtt]] connection to take it from (or set enabled = false)".into(),
-                );
-                None
-            }
+            // Nothing to publish to: the output stays off (see `has_broker`).
+            (None, None) => None,
         };
         if let Some(own) = &self.url {
             match crate::sources::mqtt::parse_url(own) {
@@ -865,7 +868,7 @@ mod tests {
     }
 
     #[test]
-    fn config_needs_a_url_from_somewhere_and_a_distinct_client_id() {
+    fn config_problems_are_listed_and_without_a_broker_the_output_is_off() {
         let cfg = AlertMqttConfig {
             enabled: true,
             topic_prefix: "a/#".into(),
@@ -876,10 +879,13 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "alerts.mqtt.url: is required: there is no [[mqtt]] connection to take it from (or set enabled = false)",
                 "alerts.mqtt.topic_prefix: \"a/#\" holds a wildcard (+ or #); a topic to publish to cannot",
                 "alerts.mqtt.username: is required when a password is set",
             ]
+        );
+        assert!(
+            !cfg.has_broker(&[]),
+            "no url and no [[mqtt]]: nothing to publish to"
         );
         assert!(
             AlertMqttConfig::default().validate(&[]).is_empty(),

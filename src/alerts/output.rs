@@ -599,7 +599,11 @@ pub(crate) fn start_all(
     head: i64,
 ) -> Result<Vec<AlertOutput>, OutputError> {
     let mut names: Vec<String> = Vec::new();
-    if alerts.mqtt.enabled {
+    let mqtt_on = alerts.mqtt.enabled && alerts.mqtt.has_broker(mqtt);
+    if alerts.mqtt.enabled && !mqtt_on {
+        warn!("[alerts.mqtt] is on but there is no broker to publish to (no url and no [[mqtt]] connection): the MQTT alert output is off");
+    }
+    if mqtt_on {
         names.push(MQTT_OUTPUT.to_string());
     }
     names.extend(alerts.webhooks.iter().map(|w| webhook_output(&w.name)));
@@ -614,7 +618,7 @@ pub(crate) fn start_all(
     drop(conn);
     let mut cursors = cursors.into_iter();
     let mut outputs = Vec::new();
-    if alerts.mqtt.enabled {
+    if mqtt_on {
         let cursor = cursors.next().unwrap_or(head);
         let conn = side_writer(&common)?;
         outputs.push(super::mqtt::start(
