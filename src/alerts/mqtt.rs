@@ -260,15 +260,36 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
 /// One topic level from a sensor id, kind or alert id: MQTT's wildcards and separator (and
 /// NUL, which no topic may hold) become `_`, and an empty level becomes `_`, so that an id
 /// can never publish outside its own level.
+///
+/// A level longer than [`LEVEL_MAX`] bytes is cut and given a hash of the whole id, so that
+/// a hostile or broken device's huge sensor id cannot make a topic longer than MQTT's 65,535
+/// bytes (rumqttc would write a wrapped length, the broker would drop the connection, and the
+/// same page would be sent again after every reconnect), while distinct ids stay distinct.
 pub fn topic_level(s: &str) -> Cow<'_, str> {
     if s.is_empty() {
         return Cow::Borrowed("_");
     }
-    if s.contains(['+', '#', '/', '\0']) {
-        return Cow::Owned(s.replace(['+', '#', '/', '\0'], "_"));
+    let level: Cow<'_, str> = if s.contains(['+', '#', '/', '\0']) {
+        Cow::Owned(s.replace(['+', '#', '/', '\0'], "_"))
+    } else {
+        Cow::Borrowed(s)
+    };
+    if level.len() <= LEVEL_MAX {
+        return level;
     }
-    Cow::Borrowed(s)
+    let mut cut = LEVEL_MAX - 17;
+    while !level.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // FNV-1a: stable across builds and runs (a retained topic must be found again).
+    let hash = s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Cow::Owned(format!("{}~{hash:016x}", &level[..cut]))
 }
+
+/// Longest topic level the output writes, in bytes.
+pub const LEVEL_MAX: usize = 256;
 
 /// Why the MQTT output could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -666,7 +687,17 @@ impl Connection {
         else {
             return;
         };
-        if !self.active_levels.contains(level) {
+        // The snapshot of the last connect decides, and the hub's set now as well: a broker
+        // that looks up retained messages after the SUBSCRIBE (rumqttd) can send back one
+        // this connection published for an alert raised since.
+        let active_now = || {
+            self.common
+                .hub
+                .active()
+                .iter()
+                .any(|a| topic_level(&a.id) == level)
+        };
+        if !self.active_levels.contains(level) && !active_now() {
             info!(
                 output = MQTT_OUTPUT,
                 topic, "clearing a retained alert that is not active"
@@ -758,6 +789,19 @@ mod tests {
     use super::*;
     use crate::board::SensorBoard;
     use crate::model::{Alert, AlertEvent};
+
+    #[test]
+    fn a_huge_id_makes_a_bounded_distinct_stable_level() {
+        let a = format!("{}a", "x".repeat(70_000));
+        let b = format!("{}b", "x".repeat(70_000));
+        let (la, lb) = (topic_level(&a), topic_level(&b));
+        assert!(la.len() <= LEVEL_MAX && lb.len() <= LEVEL_MAX);
+        assert_ne!(la, lb, "distinct ids stay distinct");
+        assert_eq!(la, topic_level(&a), "the same id gives the same level");
+        let wide = "水".repeat(200); // 600 bytes: the cut falls inside a character
+        assert!(topic_level(&wide).len() <= LEVEL_MAX);
+        assert_eq!(topic_level("wl-1"), "wl-1");
+    }
 
     #[test]
     fn topic_levels_cannot_escape_their_level() {

@@ -449,7 +449,8 @@ impl<D: Deliver> Drain<D> {
                 count_delivery(&name, f.result, 1);
                 let delay = match (f.state, f.retry_after) {
                     (State::Misconfigured, _) => self.retry.misconfigured,
-                    (_, Some(d)) => d.clamp(self.retry.min, RETRY_AFTER_MAX),
+                    // Not `clamp`: it panics when a configured retry_min is above the cap.
+                    (_, Some(d)) => d.min(RETRY_AFTER_MAX).max(self.retry.min),
                     _ => backoff.next_delay(),
                 };
                 if f.state == State::Misconfigured {
@@ -742,6 +743,33 @@ mod tests {
         );
         store.prune(10_000).expect("prune");
         assert_eq!(stored_seqs(&conn), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_resume_is_complete_only_when_no_event_after_it_was_pruned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        let mut store = SqliteStore::open(&path).expect("open");
+        // seq 1 an old alert, 2 a recent one, 3 another old one: pruning takes 1 and 3, so
+        // what is left is not a suffix, and a resume from 1 would miss 3.
+        commit_resolved(&mut store, &["old"], 1_000);
+        commit_resolved(&mut store, &["recent"], 50_000);
+        commit_resolved(&mut store, &["old2"], 2_000);
+        let reader = SqliteReader::open(&path).expect("reader");
+        assert!(reader.alert_events_complete(0, 3).expect("count"));
+        store.prune(10_000).expect("prune");
+        assert!(
+            reader.alert_events_complete(1, 2).expect("count"),
+            "seq 2 is kept"
+        );
+        assert!(
+            !reader.alert_events_complete(1, 3).expect("count"),
+            "seq 3 was pruned"
+        );
+        assert!(
+            reader.alert_events_complete(3, 3).expect("count"),
+            "nothing to send"
+        );
     }
 
     #[test]

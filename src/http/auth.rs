@@ -11,6 +11,15 @@ use super::{ApiError, AppState};
 use crate::config::AuthConfig;
 use crate::secret::{Secret, SecretError};
 
+/// Why the API token could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("the API token is only white space")]
+    Blank,
+}
+
 #[derive(Debug, Default)]
 pub struct Auth {
     token: Option<Secret>,
@@ -19,9 +28,18 @@ pub struct Auth {
 
 impl Auth {
     /// Reads the token from its env var or file.
-    pub fn from_config(c: &AuthConfig) -> Result<Auth, SecretError> {
+    pub fn from_config(c: &AuthConfig) -> Result<Auth, AuthError> {
+        let token = match c.token_source().read()? {
+            // Clients send the token trimmed (and it is compared trimmed): a stray space or
+            // CR in the file would otherwise make every request a 403.
+            Some(t) => match t.expose().trim() {
+                "" => return Err(AuthError::Blank),
+                trimmed => Some(Secret::new(trimmed)),
+            },
+            None => None,
+        };
         Ok(Auth {
-            token: c.token_source().read()?,
+            token,
             protect_reads: c.protect_reads,
         })
     }
@@ -126,6 +144,25 @@ mod tests {
         assert!(!a.guards(&Method::GET, "/api/v1/openapi.json"));
         assert!(!a.guards(&Method::GET, "/console/app.js"));
         assert!(!Auth::default().guards(&Method::POST, "/api/v1/ingest"));
+    }
+
+    #[test]
+    fn the_configured_token_is_trimmed_and_a_blank_one_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        let config = |text: &str| {
+            std::fs::write(&file, text).expect("write");
+            AuthConfig {
+                token_file: Some(file.clone()),
+                ..AuthConfig::default()
+            }
+        };
+        let a = Auth::from_config(&config(" s3cret \r\n")).expect("token");
+        assert!(a.check(Some(b"Bearer s3cret")).is_ok());
+        assert!(matches!(
+            Auth::from_config(&config("  \n")),
+            Err(AuthError::Blank)
+        ));
     }
 
     #[test]

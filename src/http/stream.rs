@@ -121,16 +121,16 @@ async fn feed(st: &AppState, last_id: Option<i64>, tx: &mpsc::Sender<Event>) -> 
     }
 }
 
-/// Whether every event after `n` is still in the store.
+/// Whether every event after `n` (up to the snapshot's `head`) is still in the store.
 async fn resumable(st: &AppState, n: i64, head: i64) -> bool {
     if n < 0 || n > head {
         return false;
     }
     let reader = st.reader.clone();
-    match tokio::task::spawn_blocking(move || reader.alert_event_bounds()).await {
-        Ok(Ok((oldest, _))) => n + 1 >= oldest,
-        _ => false,
-    }
+    matches!(
+        tokio::task::spawn_blocking(move || reader.alert_events_complete(n, head)).await,
+        Ok(Ok(true))
+    )
 }
 
 /// Sends every stored event after `from`, in order; returns the last seq sent.

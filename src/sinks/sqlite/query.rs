@@ -182,6 +182,21 @@ impl SqliteReader {
         })
     }
 
+    /// Whether every alert event in `(after, through]` is still stored. Sequence numbers are
+    /// consecutive (one writer; a rolled-back transaction gives its numbers back), so any gap
+    /// is retention pruning, which deletes by alert: not only the oldest events.
+    pub fn alert_events_complete(&self, after: i64, through: i64) -> Result<bool, StoreError> {
+        if through <= after {
+            return Ok(true);
+        }
+        self.with_conn("count alert events", |conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT count(*) FROM alert_events WHERE seq > ?1 AND seq <= ?2")?
+                .query_row(params![after, through], |row| row.get(0))?;
+            Ok(n == through - after)
+        })
+    }
+
     /// Dead letters, newest first, optionally of one reason.
     pub fn dead_letters(&self, q: &DeadLetterQuery) -> Result<Vec<StoredDeadLetter>, StoreError> {
         const COLUMNS: &str = "SELECT id, received_at, source, reason, detail, sensor, metric, \
