@@ -280,23 +280,13 @@ impl Gateway {
         }
         // The hub and the board start from what the store holds now, after the restore above.
         let active = store.active_alerts().context("cannot read active alerts")?;
-        let (_, head) = reader
-            .alert_event_bounds()
+        let head = reader
+            .alert_event_head()
             .context("cannot read the alert history")?;
         let board = Arc::new(SensorBoard::new());
-        for (id, spec) in &config.sensors {
-            let tags = (!spec.tags.is_empty()).then(|| {
-                spec.tags
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            CompactString::from(k.as_str()),
-                            CompactString::from(v.as_str()),
-                        )
-                    })
-                    .collect()
-            });
-            board.add_sensor(id, &spec.kind, tags, None);
+        // Configured sensors, as the catalog compiled them (kind and tags).
+        for (id, profile) in catalog.sensors() {
+            board.add_sensor(id, &profile.kind.name, profile.tags.clone(), None);
         }
         for s in &registry {
             board.add_sensor(&s.id, &s.kind, tags_of(&s.tags), Some(s.last_seen));

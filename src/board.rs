@@ -139,14 +139,6 @@ pub struct LatestView {
     pub quality: Quality,
 }
 
-impl std::fmt::Debug for TagMap<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().flat_map(|t| t.iter()))
-            .finish()
-    }
-}
-
 fn view<'a>(id: &'a str, e: &'a Entry) -> SensorView<'a> {
     SensorView {
         id,
@@ -297,14 +289,6 @@ impl SensorBoard {
                 e.set_alert(a);
             }
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The ids of the sensors whose `district` tag is this.

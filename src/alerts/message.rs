@@ -24,6 +24,7 @@ impl<'a> AlertView<'a> {
 }
 
 /// Tags as a JSON object; `{}` when the sensor has none.
+#[derive(Debug)]
 pub struct TagMap<'a>(pub Option<&'a Tags>);
 
 impl Serialize for TagMap<'_> {

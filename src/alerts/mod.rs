@@ -99,21 +99,14 @@ impl AlertHub {
     /// The active set now and a receiver of every event after it.
     pub fn subscribe(&self) -> (Snapshot, broadcast::Receiver<Arc<SequencedEvent>>) {
         let state = self.lock();
-        let mut alerts: Vec<Alert> = state.active.values().cloned().collect();
-        alerts.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
         let rx = self.live.subscribe();
         (
             Snapshot {
                 seq: state.head,
-                alerts,
+                alerts: sorted(&state),
             },
             rx,
         )
-    }
-
-    /// Live events only (for a client that already has everything up to some seq).
-    pub fn live(&self) -> broadcast::Receiver<Arc<SequencedEvent>> {
-        self.live.subscribe()
     }
 
     /// The newest committed event's sequence number; changes wake the outputs.
@@ -125,19 +118,16 @@ impl AlertHub {
         self.lock().head
     }
 
-    pub fn active_count(&self) -> usize {
-        self.lock().active.len()
-    }
-
-    /// Whether the alert is active now.
-    pub fn is_active(&self, id: &str) -> bool {
-        self.lock().active.contains_key(id)
-    }
-
     /// The active alerts, oldest first.
     pub fn active(&self) -> Vec<Alert> {
-        self.subscribe().0.alerts
+        sorted(&self.lock())
     }
+}
+
+fn sorted(state: &HubState) -> Vec<Alert> {
+    let mut alerts: Vec<Alert> = state.active.values().cloned().collect();
+    alerts.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+    alerts
 }
 
 #[cfg(test)]
@@ -207,13 +197,13 @@ mod tests {
         assert_eq!((e.seq, e.event.alert.id.as_str()), (13, "c"));
         assert_eq!(hub.head(), 13);
         assert_eq!(*hub.watch_head().borrow(), 13);
-        assert_eq!(hub.active_count(), 2);
+        assert_eq!(hub.active().len(), 2);
     }
 
     #[test]
     fn events_take_consecutive_numbers_ending_at_the_last() {
         let hub = AlertHub::new(0, vec![]);
-        let mut rx = hub.live();
+        let (_, mut rx) = hub.subscribe();
         hub.publish(
             7,
             &[
@@ -232,6 +222,6 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert_eq!(seqs, [5, 6, 7]);
-        assert_eq!(hub.active_count(), 0);
+        assert_eq!(hub.active().len(), 0);
     }
 }

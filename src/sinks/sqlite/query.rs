@@ -162,23 +162,16 @@ impl SqliteReader {
         })
     }
 
-    /// `(oldest kept, head)`: the sequence number of the oldest alert event still stored and of
-    /// the last one ever written (0 before the first). With none stored, the oldest kept is
-    /// `head + 1`. Events after `n` are all still here when `n + 1 >= oldest kept`; older ones
-    /// went to retention pruning.
-    pub fn alert_event_bounds(&self) -> Result<(i64, i64), StoreError> {
-        self.with_conn("read alert event bounds", |conn| {
+    /// The sequence number of the last alert event ever written (0 before the first).
+    pub fn alert_event_head(&self) -> Result<i64, StoreError> {
+        self.with_conn("read the alert event head", |conn| {
             // AUTOINCREMENT keeps the last number in sqlite_sequence even when pruning emptied
             // the table, so the head never goes back.
-            let head: i64 = conn
+            Ok(conn
                 .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'alert_events'")?
                 .query_row([], |row| row.get(0))
                 .optional()?
-                .unwrap_or(0);
-            let oldest: Option<i64> = conn
-                .prepare_cached("SELECT min(seq) FROM alert_events")?
-                .query_row([], |row| row.get(0))?;
-            Ok((oldest.unwrap_or(head + 1), head))
+                .unwrap_or(0))
         })
     }
 
