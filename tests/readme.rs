@@ -9,6 +9,7 @@
 //!   files (a `toml` block whose first line is `# name.toml`). `citygate run -c FILE` and
 //!   `cargo run -- run -c FILE` cannot serve here, so their config files go through
 //!   `check-config` instead.
+//!
 //! A command of a program the test does not know fails it: a new kind of example has to be
 //! taught here, or listed as not run with its reason.
 
@@ -341,7 +342,7 @@ async fn readme_shell_commands_run() {
         ran.iter().filter(|c| c.starts_with("curl")).count() >= 5,
         "the README's curl examples were not found: {ran:?}"
     );
-    g.shutdown().await;
+    g.shutdown().await.expect("gateway stops");
 }
 
 /// The block with every absolute path it names (`"/etc/citygate/ca.pem"`) moved under `dir`,
