@@ -21,6 +21,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// The documents whose code blocks are run. README.md comes first: the later documents' commands
+/// (metrics, backups) look at what its examples wrote.
+const DOCS: &[&str] = &["README.md", "docs/operations.md"];
+
 /// Programs whose README commands are not run here, and why.
 const NOT_RUN: &[(&str, &str)] = &[
     (
@@ -85,7 +89,7 @@ fn code_blocks(markdown: &str) -> Vec<Block> {
             b.text.push('\n');
         }
     }
-    assert!(current.is_none(), "README.md has an unclosed code block");
+    assert!(current.is_none(), "a document has an unclosed code block");
     blocks
 }
 
@@ -128,7 +132,7 @@ fn strip_comment(line: &str) -> &str {
 }
 
 /// The files the README defines: `toml` blocks whose first line is `# name.toml`.
-fn named_files(blocks: &[Block]) -> HashMap<String, String> {
+fn named_files(blocks: &[&Block]) -> HashMap<String, String> {
     blocks
         .iter()
         .filter(|b| b.lang == "toml")
@@ -173,38 +177,13 @@ fn config_args(cmd: &str) -> Vec<&str> {
 
 #[test]
 fn readme_toml_blocks_load() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("read README.md");
-    let blocks = code_blocks(&readme);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;
     let pki = common::mosquitto::TestPki::generate();
     let files = tempfile::tempdir().expect("tempdir");
-    for b in blocks.iter().filter(|b| b.lang == "toml") {
-        let source = citygate::config::Source::Text {
-            name: format!("README.md line {}", b.line),
-            toml: with_files_in(&b.text, files.path(), &pki),
-        };
-        if let Err(e) = citygate::config::load_with_env(&[source], Some(HashMap::new())) {
-            panic!(
-                "the toml block at README.md line {} does not load:\n{e}\n{}",
-                b.line, b.text
-            );
-        }
-        checked += 1;
-    }
-    for b in blocks.iter().filter(|b| b.lang == "json") {
-        for (i, doc) in serde_json::Deserializer::from_str(&b.text)
-            .into_iter::<Value>()
-            .enumerate()
-        {
-            if let Err(e) = doc {
-                panic!(
-                    "json block at README.md line {} (value {i}) does not parse: {e}\n{}",
-                    b.line, b.text
-                );
-            }
-        }
-        checked += 1;
+    for doc in DOCS {
+        let text = std::fs::read_to_string(root.join(doc)).expect("read a doc");
+        checked += check_blocks(doc, &code_blocks(&text), files.path(), &pki);
     }
     assert!(
         checked >= 5,
@@ -212,16 +191,59 @@ fn readme_toml_blocks_load() {
     );
 }
 
+/// Loads a document's toml blocks and parses its json blocks; returns how many it checked.
+fn check_blocks(
+    doc: &str,
+    blocks: &[Block],
+    files: &Path,
+    pki: &common::mosquitto::TestPki,
+) -> usize {
+    let mut checked = 0;
+    for b in blocks.iter().filter(|b| b.lang == "toml") {
+        let source = citygate::config::Source::Text {
+            name: format!("{doc} line {}", b.line),
+            toml: with_files_in(&b.text, files, pki),
+        };
+        if let Err(e) = citygate::config::load_with_env(&[source], Some(HashMap::new())) {
+            panic!(
+                "the toml block at {doc} line {} does not load:\n{e}\n{}",
+                b.line, b.text
+            );
+        }
+        checked += 1;
+    }
+    for b in blocks.iter().filter(|b| b.lang == "json") {
+        for (i, value) in serde_json::Deserializer::from_str(&b.text)
+            .into_iter::<Value>()
+            .enumerate()
+        {
+            if let Err(e) = value {
+                panic!(
+                    "json block at {doc} line {} (value {i}) does not parse: {e}\n{}",
+                    b.line, b.text
+                );
+            }
+        }
+        checked += 1;
+    }
+    checked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_shell_commands_run() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("read README.md");
-    let blocks = code_blocks(&readme);
+    let mut blocks = Vec::new();
+    for doc in DOCS {
+        let text = std::fs::read_to_string(root.join(doc)).expect("read a doc");
+        blocks.extend(code_blocks(&text).into_iter().map(|b| (*doc, b)));
+    }
+    let backups = tempfile::tempdir().expect("tempdir");
 
     // The README's own files, next to a copy of nothing else: commands name them relative to
     // the repository (config/examples/...) or as the README wrote them (my-city.toml).
     let files_dir = tempfile::tempdir().expect("tempdir");
-    for (name, text) in named_files(&blocks) {
+    let plain: Vec<&Block> = blocks.iter().map(|(_, b)| b).collect();
+    for (name, text) in named_files(&plain) {
         std::fs::write(files_dir.path().join(&name), text).expect("write README file");
     }
 
@@ -249,11 +271,31 @@ async fn readme_shell_commands_run() {
         .to_string();
 
     let mut ran = Vec::new();
-    for b in blocks.iter().filter(|b| b.lang == "sh") {
+    for (doc, b) in blocks.iter().filter(|(_, b)| b.lang == "sh") {
         for cmd in commands(&b.text) {
             let program = cmd.split_whitespace().next().unwrap_or("");
-            let at = format!("README.md line {}: {cmd}", b.line);
-            if program == "curl" {
+            let at = format!("{doc} line {}: {cmd}", b.line);
+            if program == "sqlite3" {
+                // The backup examples, on the live gateway's file, into a scratch directory.
+                let cmd = cmd
+                    .replace("/var/lib/citygate", &data.path().display().to_string())
+                    .replace("/var/backups", &backups.path().display().to_string());
+                let out = Command::new("bash")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .output()
+                    .expect("sqlite3 is installed (apt-get install sqlite3)");
+                let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+                assert!(
+                    out.status.success(),
+                    "{at}\nfailed: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if cmd.contains("integrity_check") {
+                    assert_eq!(stdout.trim(), "ok", "{at}");
+                }
+                ran.push(cmd);
+            } else if program == "curl" {
                 let cmd = cmd
                     .replace("http://127.0.0.1:8080", &format!("http://{addr}"))
                     .replace("localhost:8080", &addr)
@@ -337,6 +379,19 @@ async fn readme_shell_commands_run() {
         .await;
     assert_eq!(readings["readings"][0]["value"], 231.2, "{readings}");
     let (_, alert) = api.get(&format!("/api/v1/alerts/{alert_id}")).await;
+    // The backup taken while the gateway ran holds what was committed before it.
+    let backup = backups.path().join("citygate.db");
+    assert!(
+        ran.iter().any(|c| c.contains(".backup")) && backup.exists(),
+        "the backup example did not run: {ran:?}"
+    );
+    assert!(
+        common::count(
+            &backup,
+            "SELECT count(*) FROM readings WHERE sensor = 'em-01'"
+        ) >= 1,
+        "the backup lacks the readings committed before it"
+    );
     assert_eq!(alert["alert"]["ack"]["by"], "Li Wei", "{alert}");
     assert!(
         ran.iter().filter(|c| c.starts_with("curl")).count() >= 5,
