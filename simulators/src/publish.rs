@@ -59,6 +59,8 @@ pub struct Publisher {
     sent: u64,
     done: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
+    /// Set by `close`: the connection's end is then expected, not an outage to retry.
+    closing: Arc<AtomicBool>,
     events: tokio::task::JoinHandle<()>,
 }
 
@@ -93,7 +95,9 @@ impl Publisher {
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
         let done = Arc::new(AtomicU64::new(0));
         let connected = Arc::new(AtomicBool::new(false));
+        let closing = Arc::new(AtomicBool::new(false));
         let (done_ev, connected_ev, url) = (done.clone(), connected.clone(), target.url.clone());
+        let closing_ev = closing.clone();
         let events = tokio::spawn(async move {
             let mut backoff = BACKOFF_MIN;
             loop {
@@ -110,7 +114,9 @@ impl Publisher {
                     Ok(Event::Outgoing(Outgoing::Publish(_))) if qos == QoS::AtMostOnce => {
                         done_ev.fetch_add(1, Ordering::Relaxed);
                     }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                     Ok(_) => {}
+                    Err(_) if closing_ev.load(Ordering::Relaxed) => return,
                     Err(e) => {
                         connected_ev.store(false, Ordering::Relaxed);
                         eprintln!(
@@ -128,6 +134,7 @@ impl Publisher {
             sent: 0,
             done,
             connected,
+            closing,
             events,
         })
     }
@@ -180,6 +187,7 @@ impl Publisher {
     /// Flushes (up to `timeout`), disconnects and stops the event loop.
     pub async fn close(self, timeout: Duration) -> Result<(), PublishError> {
         let flushed = self.flush(timeout).await;
+        self.closing.store(true, Ordering::Relaxed);
         let _ = self.client.try_disconnect();
         // Give the DISCONNECT a moment to leave before the event loop is stopped.
         tokio::time::sleep(Duration::from_millis(50)).await;
