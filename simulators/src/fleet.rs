@@ -4,7 +4,7 @@ use crate::catalog::{prefix, KINDS};
 use crate::geo::DISTRICTS;
 use crate::incidents::{self, Incident};
 use crate::kinds::{Ctx, Metric, Out, State};
-use crate::payload::write_report;
+use crate::payload::{rounded, write_report};
 use crate::rng::{mix, SplitMix64};
 use crate::weather::Weather;
 
@@ -72,6 +72,9 @@ pub struct SimMessage {
     pub ts_ms: i64,
     /// citygate JSON: one flat object.
     pub payload: String,
+    /// The same values as the payload (rounded as written there), metric by metric, for
+    /// writing the report in another format (see [`crate::wire`]).
+    pub values: Vec<(&'static str, f64)>,
 }
 
 struct Runtime {
@@ -190,11 +193,18 @@ impl Fleet {
                 &sensor.tags,
                 &self.scratch,
             );
+            let values = self
+                .scratch
+                .iter()
+                .filter(|m| m.value.is_finite())
+                .map(|m| (m.name, rounded(m.value, m.decimals)))
+                .collect();
             messages.push(SimMessage {
                 sensor: sensor.id.clone(),
                 kind: sensor.kind,
                 ts_ms: now_ms,
                 payload,
+                values,
             });
         }
         messages

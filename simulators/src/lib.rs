@@ -28,6 +28,10 @@
 //! - [`modbus`]: Modbus TCP/RTU device simulator (the example meters, sonde and gas detectors),
 //!   with fault injection and a request log
 //! - [`pty`]: a socat pseudo-terminal pair for serial tests
+//! - [`wire`]: the fleet's reports as JSON, SenML or line protocol, and their MQTT topics
+//! - [`publish`]: a reconnecting MQTT publisher (QoS 0/1, username/password)
+//! - [`scenario`]: scripted incidents over the sensors of `config/examples/city.toml`, each
+//!   with the alerts and dead letters it should cause, as data
 
 pub mod catalog;
 pub mod fleet;
@@ -41,11 +45,16 @@ pub mod modbus;
 pub mod mqtt;
 pub mod payload;
 pub mod pty;
+pub mod publish;
 mod rng;
+pub mod scenario;
 mod signals;
 mod weather;
+pub mod wire;
 
 pub use catalog::{is_counter, metrics, plausible_range, KINDS};
 pub use fleet::{Fleet, FleetConfig, SimMessage, SimSensor, StationLevels};
 pub use incidents::Incident;
 pub use payload::{bad_payloads, bad_payloads_at};
+pub use scenario::Scenario;
+pub use wire::{FormatChoice, WireFormat};

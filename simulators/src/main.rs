@@ -6,7 +6,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use citygate_sim::http::HttpTarget;
-use citygate_sim::{bad_payloads, influx, latency, modbus, mqtt, Fleet, FleetConfig, SimSensor};
+use citygate_sim::publish::{MqttTarget, Publisher};
+use citygate_sim::scenario::{self, Pace};
+use citygate_sim::{
+    bad_payloads, influx, latency, modbus, mqtt, wire, Fleet, FleetConfig, FormatChoice, Scenario,
+    SimSensor,
+};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -22,8 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a sensor fleet: print its reports as JSON lines or POST them to the gateway.
+    /// Run a sensor fleet: publish its reports over MQTT, POST them to the gateway, or print
+    /// them as JSON lines.
     Fleet(FleetArgs),
+    /// Replay a scripted incident over MQTT (see --list for each one's expected alerts).
+    Scenario(ScenarioArgs),
     /// List the fleet's sensors (id, kind, tags, levels, classes, incidents) as JSON lines.
     Sensors(FleetShape),
     /// Print malformed and invalid payloads (what is wrong, TAB, payload), for testing.
@@ -339,12 +347,142 @@ struct FleetArgs {
     #[arg(long)]
     start_ms: Option<i64>,
     /// Print each report as one JSON line on stdout.
-    #[arg(long, conflicts_with = "http", required_unless_present = "http")]
+    #[arg(long, conflicts_with_all = ["http", "mqtt"], required_unless_present_any = ["http", "mqtt"])]
     print: bool,
     /// POST each tick's reports as one JSON array to this URL,
     /// e.g. http://127.0.0.1:8080/api/v1/ingest.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mqtt")]
     http: Option<String>,
+    #[command(flatten)]
+    mqtt: MqttArgs,
+    /// Payload format over MQTT: json, senml, line, or mix (a fixed per-sensor choice from
+    /// the seed: ~70 % JSON, 20 % SenML, 10 % line protocol).
+    #[arg(long, value_enum, default_value_t = FormatChoice::Json)]
+    format: FormatChoice,
+}
+
+/// Publishing over MQTT (fleet and scenario).
+#[derive(Args, Clone)]
+struct MqttArgs {
+    /// Publish over MQTT to this broker, mqtt://host:port, on
+    /// <prefix>/<district>/<kind>/<sensor>[/senml|/line] (citygate's default routes).
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// MQTT username.
+    #[arg(long, requires = "mqtt")]
+    username: Option<String>,
+    /// Name of the environment variable holding the MQTT password (never given on the
+    /// command line, never printed).
+    #[arg(long, value_name = "VAR", requires = "username")]
+    password_env: Option<String>,
+    /// QoS of the publishes: 0 or 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// First topic level.
+    #[arg(long, default_value = "city")]
+    topic_prefix: String,
+    /// MQTT client id (default: citygate-sim-<pid>).
+    #[arg(long)]
+    client_id: Option<String>,
+}
+
+impl MqttArgs {
+    fn target(&self) -> Result<Option<MqttTarget>, String> {
+        let Some(url) = &self.mqtt else {
+            return Ok(None);
+        };
+        let password = match &self.password_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                format!("--password-env {var}: the environment variable is not set (or not UTF-8)")
+            })?),
+            None => None,
+        };
+        Ok(Some(MqttTarget {
+            url: url.clone(),
+            username: self.username.clone(),
+            password,
+            qos: self.qos,
+            client_id: self
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("citygate-sim-{}", std::process::id())),
+        }))
+    }
+}
+
+fn scenario_help() -> String {
+    let mut t = String::from("Scenarios:\n");
+    for s in Scenario::ALL {
+        t.push_str(&format!("  {:<13} {}\n", s.name(), s.summary()));
+    }
+    t.push_str(
+        "\nEach runs against a gateway loaded with config/examples/city.toml. `--list` prints \
+         what each should raise;\n`citygate-sim scenario NAME --help` one of them.\n\n\
+         Example:\n  citygate run -c config/examples/city.toml &\n  \
+         citygate-sim scenario flood --mqtt mqtt://127.0.0.1:1883\n",
+    );
+    t
+}
+
+#[derive(Args)]
+#[command(after_help = scenario_help(), args_conflicts_with_subcommands = true)]
+struct ScenarioArgs {
+    /// List the scenarios with the alerts and dead letters each should cause.
+    #[arg(long)]
+    list: bool,
+    #[command(subcommand)]
+    which: Option<ScenarioName>,
+}
+
+#[derive(Subcommand)]
+enum ScenarioName {
+    /// A rainstorm on the Beijiang catchment, then levels crossing warning and guaranteed levels.
+    #[command(after_help = Scenario::Flood.describe())]
+    Flood(PlayArgs),
+    /// An ammonia-nitrogen plume moving downstream past three stations.
+    #[command(after_help = Scenario::Pollution.describe())]
+    Pollution(PlayArgs),
+    /// LEL rising through both alarm levels at the chemical park.
+    #[command(after_help = Scenario::GasLeak.describe())]
+    GasLeak(PlayArgs),
+    /// An electricity meter's counter reset.
+    #[command(after_help = Scenario::MeterTamper.describe())]
+    MeterTamper(PlayArgs),
+    /// A district's sensors going silent.
+    #[command(after_help = Scenario::Blackout.describe())]
+    Blackout(PlayArgs),
+    /// Malformed, out-of-range, stuck and duplicate payloads.
+    #[command(after_help = Scenario::BadDevices.describe())]
+    BadDevices(PlayArgs),
+}
+
+impl ScenarioName {
+    fn split(self) -> (Scenario, PlayArgs) {
+        match self {
+            ScenarioName::Flood(a) => (Scenario::Flood, a),
+            ScenarioName::Pollution(a) => (Scenario::Pollution, a),
+            ScenarioName::GasLeak(a) => (Scenario::GasLeak, a),
+            ScenarioName::MeterTamper(a) => (Scenario::MeterTamper, a),
+            ScenarioName::Blackout(a) => (Scenario::Blackout, a),
+            ScenarioName::BadDevices(a) => (Scenario::BadDevices, a),
+        }
+    }
+}
+
+#[derive(Args)]
+struct PlayArgs {
+    #[command(flatten)]
+    mqtt: MqttArgs,
+    /// Simulated seconds per real second (default: the whole script in about 30 s).
+    #[arg(long)]
+    speed: Option<f64>,
+    /// Epoch ms of the timeline's start (default: placed so that the last reading is
+    /// stamped about when it is sent).
+    #[arg(long)]
+    start_ms: Option<i64>,
+    /// Print the messages (topic, TAB, payload) instead of publishing them.
+    #[arg(long, conflicts_with = "mqtt", required_unless_present = "mqtt")]
+    print: bool,
 }
 
 fn main() -> ExitCode {
@@ -357,6 +495,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Scenario(args) => report(run_scenario(args)),
         Command::Sensors(shape) => {
             let fleet = Fleet::new(config(&shape, 0));
             let mut out = std::io::stdout().lock();
@@ -766,6 +905,10 @@ fn run_fleet(args: FleetArgs) -> Result<(), String> {
         .transpose()
         .map_err(|e| e.to_string())?;
     let mut fleet = Fleet::new(config(&args.shape, start_ms));
+    let mut mqtt = match args.mqtt.target()? {
+        Some(t) => Some(FleetMqtt::start(&t, &args, &fleet)?),
+        None => None,
+    };
     eprintln!(
         "citygate-sim: {} sensors, every {} ms, speed {}x{}",
         fleet.sensors().len(),
@@ -790,7 +933,10 @@ fn run_fleet(args: FleetArgs) -> Result<(), String> {
         }
         let messages = fleet.tick(sim_ms);
         if !messages.is_empty() {
-            if let Some(target) = &target {
+            if let Some(mqtt) = &mut mqtt {
+                mqtt.publish(&messages)?;
+                sent += messages.len() as u64;
+            } else if let Some(target) = &target {
                 let body = json_array(messages.iter().map(|m| m.payload.as_str()));
                 match target.post_json(&body, Duration::from_secs(10)) {
                     Ok(_) => sent += messages.len() as u64,
@@ -818,10 +964,142 @@ fn run_fleet(args: FleetArgs) -> Result<(), String> {
             std::thread::sleep(wait);
         }
     }
+    if let Some(mqtt) = mqtt {
+        mqtt.close()?;
+    }
     eprintln!("citygate-sim: done, {sent} readings sent, {failed} failed");
     if failed > 0 && sent == 0 {
         return Err("no reading was accepted".into());
     }
+    Ok(())
+}
+
+/// The fleet's MQTT side: a runtime for the publisher, and each sensor's topic and format.
+struct FleetMqtt {
+    rt: tokio::runtime::Runtime,
+    publisher: Publisher,
+    routes: std::collections::HashMap<String, (String, wire::WireFormat)>,
+    tags: std::collections::HashMap<String, Vec<(String, String)>>,
+}
+
+impl FleetMqtt {
+    fn start(target: &MqttTarget, args: &FleetArgs, fleet: &Fleet) -> Result<FleetMqtt, String> {
+        let rt = runtime()?;
+        let publisher = {
+            let _in_runtime = rt.enter();
+            Publisher::connect(target).map_err(|e| e.to_string())?
+        };
+        let mut routes = std::collections::HashMap::new();
+        let mut tags = std::collections::HashMap::new();
+        for s in fleet.sensors() {
+            let format = args.format.for_sensor(args.shape.seed, &s.id);
+            let district = s
+                .tags
+                .iter()
+                .find(|(k, _)| k == "district")
+                .map_or("unknown", |(_, v)| v.as_str());
+            let topic = wire::topic(&args.mqtt.topic_prefix, district, s.kind, &s.id, format);
+            routes.insert(s.id.clone(), (topic, format));
+            tags.insert(s.id.clone(), s.tags.clone());
+        }
+        eprintln!(
+            "citygate-sim: publishing to {} with QoS {} ({:?} payloads)",
+            target.url, target.qos, args.format
+        );
+        Ok(FleetMqtt {
+            rt,
+            publisher,
+            routes,
+            tags,
+        })
+    }
+
+    fn publish(&mut self, messages: &[citygate_sim::SimMessage]) -> Result<(), String> {
+        let no_tags = Vec::new();
+        for m in messages {
+            let Some((topic, format)) = self.routes.get(&m.sensor) else {
+                continue;
+            };
+            let payload = match format {
+                wire::WireFormat::Json => m.payload.clone(),
+                other => wire::Report {
+                    sensor: &m.sensor,
+                    kind: m.kind,
+                    ts_ms: m.ts_ms,
+                    tags: self.tags.get(&m.sensor).unwrap_or(&no_tags),
+                    values: &m.values,
+                }
+                .encode(*other),
+            };
+            self.rt
+                .block_on(self.publisher.publish(topic.clone(), payload))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn close(self) -> Result<(), String> {
+        let FleetMqtt { rt, publisher, .. } = self;
+        rt.block_on(publisher.close(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn run_scenario(args: ScenarioArgs) -> Result<(), String> {
+    let Some(which) = args.which else {
+        if args.list {
+            let mut out = std::io::stdout().lock();
+            for s in Scenario::ALL {
+                if writeln!(out, "{}", s.describe()).is_err() {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        return Err("name a scenario, or --list (see --help)".into());
+    };
+    let (scenario, play) = which.split();
+    let pace = match play.speed {
+        Some(x) if x.is_finite() && x > 0.0 => Pace::Speed(x),
+        Some(x) => return Err(format!("--speed must be a positive number, got {x}")),
+        None => Pace::Speed((scenario.duration_ms() as f64 / 30_000.0).max(1.0)),
+    };
+    let start_ms = play
+        .start_ms
+        .unwrap_or_else(|| scenario::start_for(scenario, pace, wall_ms()));
+    let script = scenario.script(&play.mqtt.topic_prefix, start_ms);
+    let Some(target) = play.mqtt.target()? else {
+        let mut out = std::io::stdout().lock();
+        for m in &script.messages {
+            let line = format!("{}\t{}", m.topic, String::from_utf8_lossy(&m.payload));
+            if writeln!(out, "{}", line.trim_end()).is_err() {
+                return Ok(());
+            }
+        }
+        return Ok(());
+    };
+    eprintln!(
+        "citygate-sim: scenario {}: {} messages over {} simulated s, to {}",
+        scenario.name(),
+        script.messages.len(),
+        script.duration_ms / 1000,
+        target.url
+    );
+    runtime()?.block_on(async {
+        let mut publisher = Publisher::connect(&target).map_err(|e| e.to_string())?;
+        scenario::play(&script, &mut publisher, pace, Duration::from_secs(60))
+            .await
+            .map_err(|e| e.to_string())?;
+        publisher
+            .close(Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    eprintln!(
+        "citygate-sim: scenario {} published; expected:\n{}",
+        scenario.name(),
+        scenario.describe()
+    );
     Ok(())
 }
 

@@ -23,6 +23,13 @@ pub(crate) fn push_json_str(buf: &mut String, s: &str) {
     buf.push('"');
 }
 
+/// `value` rounded to `decimals`. Rounding before formatting makes a tiny negative print as
+/// 0.0, not -0.0 (`+ 0.0` turns the -0.0 that rounding leaves into +0.0).
+pub(crate) fn rounded(value: f64, decimals: u8) -> f64 {
+    let scale = 10f64.powi(i32::from(decimals));
+    (value * scale).round() / scale + 0.0
+}
+
 /// Writes one report: `{"sensor":..,"kind":..,"ts":..,"tags":{..},"<metric>":<value>,...}`.
 pub(crate) fn write_report(
     buf: &mut String,
@@ -53,11 +60,12 @@ pub(crate) fn write_report(
         }
         buf.push(',');
         push_json_str(buf, m.name);
-        // Round before formatting so a tiny negative prints as 0.0, not -0.0 (`+ 0.0` turns
-        // the -0.0 that rounding leaves into +0.0).
-        let scale = 10f64.powi(i32::from(m.decimals));
-        let rounded = (m.value * scale).round() / scale + 0.0;
-        let _ = write!(buf, ":{:.*}", usize::from(m.decimals), rounded);
+        let _ = write!(
+            buf,
+            ":{:.*}",
+            usize::from(m.decimals),
+            rounded(m.value, m.decimals)
+        );
     }
     buf.push('}');
 }
