@@ -45,6 +45,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "the InfluxDB 2 CLI is not installable here (see docs/deployment.md)",
     ),
     ("export", "sets the shell environment"),
+    (
+        "citygate-sim",
+        "serves or publishes until stopped; tests/scenarios.rs and simulators/tests run it",
+    ),
     ("mosquitto_sub", "subscribes until stopped"),
     ("mosquitto_pub", "needs the demo's broker running"),
     (
