@@ -6,6 +6,9 @@
 //!   service's environment, and points at the services and credentials the file defines;
 //! - mosquitto's config, password file (made by the same entrypoint script) and ACL work in a
 //!   real mosquitto;
+//! - the built gateway runs on those configs (only the service host names moved to local
+//!   ports): it consumes a device's reading through that mosquitto and publishes the alert
+//!   event back to it, and its API wants the token from `.env`;
 //! - the Grafana dashboard's Flux queries name measurements, fields and tags that a real
 //!   gateway writes to a real InfluxDB, and its PromQL names metrics the gateway exports;
 //! - the Dockerfile builds both binaries and runs as a non-root user; the systemd unit passes
@@ -355,6 +358,10 @@ fn grafana_dashboards(grafana: &Service) -> Vec<PathBuf> {
 struct Broker {
     child: Option<std::process::Child>,
     log: PathBuf,
+    port: u16,
+    /// The mosquitto service's environment (the passwords).
+    env: BTreeMap<String, String>,
+    _scratch: tempfile::TempDir,
 }
 
 impl Broker {
@@ -457,10 +464,11 @@ async fn wait_packets(
     got
 }
 
-#[tokio::test]
-async fn mosquitto_config_authenticates_the_compose_users_and_applies_the_acl() {
-    let resolved = compose::resolved();
-    let mosquitto = Service::of(&resolved, "mosquitto");
+/// mosquitto as the compose file runs it: its config, with the container paths moved to
+/// this machine and the listener on a free port, and the password file made by the
+/// entrypoint script from the service's environment.
+async fn start_compose_mosquitto(resolved: &Yaml) -> Broker {
+    let mosquitto = Service::of(resolved, "mosquitto");
     let env = mosquitto.environment();
     let scratch = tempfile::tempdir().expect("tempdir");
 
@@ -556,6 +564,9 @@ async fn mosquitto_config_authenticates_the_compose_users_and_applies_the_acl() 
             "mosquitto is not installed: apt-get install mosquitto (or run scripts/test)",
         )),
         log,
+        port,
+        env,
+        _scratch: scratch,
     };
     let until = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -566,7 +577,14 @@ async fn mosquitto_config_authenticates_the_compose_users_and_applies_the_acl() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    broker
+}
 
+#[tokio::test]
+async fn mosquitto_config_authenticates_the_compose_users_and_applies_the_acl() {
+    let resolved = compose::resolved();
+    let broker = start_compose_mosquitto(&resolved).await;
+    let (port, env) = (broker.port, &broker.env);
     let citygate_pw = env
         .get("MQTT_CITYGATE_PASSWORD")
         .expect("citygate password");
@@ -696,6 +714,213 @@ async fn mosquitto_config_authenticates_the_compose_users_and_applies_the_acl() 
         "{}",
         broker.log()
     );
+}
+
+/// The built gateway as a child process, killed when dropped.
+struct GatewayChild {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl GatewayChild {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for GatewayChild {
+    fn drop(&mut self) {
+        common::process::signal(&mut self.child, "-KILL");
+    }
+}
+
+/// Replaces `from` (which must be there) in a config's text.
+fn moved(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the compose config no longer names {from}"
+    );
+    text.replace(from, to)
+}
+
+#[tokio::test]
+async fn the_gateway_runs_on_the_compose_config_through_the_compose_broker() {
+    let resolved = compose::resolved();
+    let broker = start_compose_mosquitto(&resolved).await;
+    let gw_service = Service::of(&resolved, "citygate");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The compose files as they are, except for the service host names, which only resolve
+    // inside the compose network. InfluxDB is not there: the outbox keeps its points.
+    let mut files: Vec<PathBuf> = gw_service
+        .config_args()
+        .iter()
+        .map(|p| gw_service.host_path(p).expect("mounted"))
+        .collect();
+    let overlay = files.pop().expect("the compose overlay");
+    let text = std::fs::read_to_string(&overlay).expect("read compose.toml");
+    let text = moved(
+        &text,
+        "mqtt://mosquitto:1883",
+        &format!("mqtt://127.0.0.1:{}", broker.port),
+    );
+    let text = moved(
+        &text,
+        "http://influxdb:8086",
+        &format!("http://127.0.0.1:{}", common::mosquitto::free_port()),
+    );
+    let local_overlay = dir.path().join("compose.toml");
+    std::fs::write(&local_overlay, text).expect("write overlay");
+    files.push(local_overlay);
+
+    let http_port = common::mosquitto::free_port();
+    let log = dir.path().join("citygate.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_citygate"));
+    cmd.arg("run");
+    for f in &files {
+        cmd.arg("-c").arg(f);
+    }
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(gw_service.environment())
+        // Single keys move through the environment, as an operator would override them.
+        .env("CITYGATE__GATEWAY__DATA_DIR", dir.path().join("data"))
+        .env("CITYGATE__HTTP__LISTEN", format!("127.0.0.1:{http_port}"));
+    let mut gateway = GatewayChild {
+        child: Some(common::process::spawn_logged(&mut cmd, &log, "citygate")),
+        log,
+    };
+    let api = common::Api::at(format!("127.0.0.1:{http_port}"));
+    let client = common::http_client();
+    let log_path = gateway.log.clone();
+    common::process::wait_answers(
+        &client,
+        &format!("{}/health", api.base),
+        |s| s == 200,
+        &mut gateway.child,
+        "citygate",
+        || std::fs::read_to_string(&log_path).unwrap_or_default(),
+    )
+    .await;
+    let status = common::wait_for_mqtt_status(
+        &api,
+        "mosquitto",
+        common::STORE_DEADLINE,
+        common::is_connected,
+    )
+    .await;
+    assert!(
+        common::is_connected(&status),
+        "citygate does not connect to mosquitto as user citygate: {status}\n{}\n{}",
+        gateway.log(),
+        broker.log()
+    );
+
+    // An operator's client (user citygate may read alerts) waits for the alert event.
+    let citygate_pw = broker.env["MQTT_CITYGATE_PASSWORD"].clone();
+    let device_pw = broker.env["MQTT_DEVICE_PASSWORD"].clone();
+    let (watch, mut watch_events) = mqtt_connect(
+        broker.port,
+        "deploy-watch",
+        Some(("citygate", &citygate_pw)),
+    )
+    .await
+    .expect("watcher logs in");
+    watch
+        .subscribe(
+            "citygate/alerts/+/gas_detector/gd-deploy",
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await
+        .expect("subscribe");
+    wait_packets(
+        &mut watch_events,
+        1,
+        |p| matches!(p, rumqttc::Packet::SubAck(_)),
+        "watcher subscribes",
+    )
+    .await;
+
+    // A device past the second-level LEL alarm.
+    let (dev, mut dev_events) =
+        mqtt_connect(broker.port, "deploy-gd", Some(("devices", &device_pw)))
+            .await
+            .expect("device logs in");
+    dev.publish(
+        "city/qingcheng/gas_detector/gd-deploy",
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        r#"{"lel": 60}"#,
+    )
+    .await
+    .expect("publish");
+    wait_packets(
+        &mut dev_events,
+        1,
+        |p| matches!(p, rumqttc::Packet::PubAck(_)),
+        "device publishes",
+    )
+    .await;
+
+    let event = tokio::time::timeout(common::STORE_DEADLINE, async {
+        loop {
+            match watch_events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => return p,
+                Ok(_) => {}
+                Err(e) => panic!("watcher: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no alert event on citygate/alerts/#:\n{}\n{}",
+            gateway.log(),
+            broker.log()
+        )
+    });
+    assert_eq!(
+        event.topic,
+        "citygate/alerts/critical/gas_detector/gd-deploy"
+    );
+    let body: Value = serde_json::from_slice(&event.payload).expect("alert JSON");
+    assert_eq!(body["event"], "raised", "{body}");
+    assert_eq!(body["alert"]["sensor"], "gd-deploy", "{body}");
+    assert_eq!(body["alert"]["value"], 60.0, "{body}");
+    assert_eq!(body["alert"]["tags"]["district"], "qingcheng", "{body}");
+
+    // Ingest over HTTP needs the API token from .env; reads are open.
+    let token = &gw_service.environment()["CITYGATE_API_TOKEN"];
+    let ingest = |auth: Option<String>| {
+        let mut req = client
+            .post(format!("{}/api/v1/ingest", api.base))
+            .header("content-type", "application/json")
+            .body(r#"{"sensor":"gd-deploy","lel":1}"#);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    assert_eq!(ingest(None).await.expect("ingest").status().as_u16(), 401);
+    assert_eq!(
+        ingest(Some(format!("Bearer {token}")))
+            .await
+            .expect("ingest")
+            .status()
+            .as_u16(),
+        200
+    );
+    let (status, readings) = api
+        .get("/api/v1/readings?sensor=gd-deploy&metric=lel&order=asc")
+        .await;
+    assert_eq!(status, 200, "{readings}");
+    let values: Vec<f64> = readings["readings"]
+        .as_array()
+        .expect("readings")
+        .iter()
+        .filter_map(|r| r["value"].as_f64())
+        .collect();
+    assert_eq!(values, [60.0, 1.0], "{readings}");
 }
 
 /// A panel's queries with the type of the data source each one uses.
