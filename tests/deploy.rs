@@ -33,11 +33,12 @@ use compose::{read, repo, url_host_port, Service, ROOT};
 use serde_json::Value;
 use yaml_rust2::Yaml;
 
-const SERVICES: [&str; 6] = [
+const SERVICES: [&str; 7] = [
     "mosquitto",
     "influxdb",
     "citygate",
     "simulator",
+    "modbus-devices",
     "prometheus",
     "grafana",
 ];
@@ -111,7 +112,7 @@ fn compose_file_parses_and_takes_secrets_only_from_the_env_file() {
     );
 
     // The gateway and the fleet are built from this repository's Dockerfile.
-    for name in ["citygate", "simulator"] {
+    for name in ["citygate", "simulator", "modbus-devices"] {
         let context = compose::scalar(&resolved["services"][name]["build"]["context"]);
         assert_eq!(Path::new(&context), Path::new(ROOT), "{name} build context");
     }
@@ -1405,19 +1406,55 @@ fn the_fleet_service_runs_citygate_sim_with_flags_it_has_and_the_device_login() 
     }
     let status = build.current_dir(ROOT).status().expect("cargo build");
     assert!(status.success(), "cargo build -p citygate-sim failed");
-    let help = Command::new(bin_dir.join("citygate-sim"))
-        .arg(&args[0])
-        .arg("--help")
-        .output()
-        .expect("citygate-sim --help");
-    let help = String::from_utf8_lossy(&help.stdout);
-    for a in args.iter().filter(|a| a.starts_with("--")) {
-        assert!(
-            help.contains(a.as_str()),
-            "citygate-sim {} has no {a}:\n{help}",
-            args[0]
+    let devices = Service::of(&resolved, "modbus-devices");
+    assert_eq!(devices.entrypoint(), ["citygate-sim"]);
+    for args in [args.clone(), devices.command()] {
+        let help = Command::new(bin_dir.join("citygate-sim"))
+            .arg(&args[0])
+            .arg("--help")
+            .output()
+            .expect("citygate-sim --help");
+        let help = String::from_utf8_lossy(&help.stdout);
+        for a in args.iter().filter(|a| a.starts_with("--")) {
+            assert!(
+                help.contains(a.as_str()),
+                "citygate-sim {} has no {a}:\n{help}",
+                args[0]
+            );
+        }
+    }
+
+    // The fleet plays the city's sensors: city.toml is the fleet of `--per-kind 7`
+    // (tests/city_config.rs), and a smaller fleet would leave configured sensors silent, each
+    // an offline alert once the deadman runs.
+    assert_eq!(flag("--per-kind"), "7", "the fleet of city.toml");
+
+    // The city's Modbus devices are where city.toml polls them: the device simulator listens
+    // on that address inside the gateway's network namespace.
+    let city = load_config(
+        &[Path::new(ROOT).join("config/examples/city.toml")],
+        &BTreeMap::new(),
+    );
+    let dev_args = devices.command();
+    let listen = dev_args
+        .windows(2)
+        .find(|w| w[0] == "--listen")
+        .map(|w| w[1].clone())
+        .expect("modbus-devices --listen");
+    assert!(!city.modbus.devices.is_empty());
+    for d in &city.modbus.devices {
+        assert_eq!(
+            d.address,
+            format!("tcp://{listen}"),
+            "{} is polled where the devices listen",
+            d.sensor
         );
     }
+    assert_eq!(
+        compose::scalar(&resolved["services"]["modbus-devices"]["network_mode"]),
+        "service:citygate",
+        "the devices share the gateway's network namespace"
+    );
 }
 
 /// `key → values` of a unit file (a key may repeat).
