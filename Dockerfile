@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # citygate and citygate-sim in a small Debian image, run as a non-root user.
 #   docker build -t citygate .
-#   docker run --rm -p 8080:8080 -p 1883:1883 -v citygate-data:/var/lib/citygate citygate
+#   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:1883:1883 -v citygate-data:/var/lib/citygate citygate
 # docker-compose.yml builds this image for the gateway and the simulator fleet.
 
 # --- build ------------------------------------------------------------------------------

@@ -132,7 +132,8 @@ fn compose_file_parses_and_takes_secrets_only_from_the_env_file() {
     }
 
     // A secret in the file itself would end up in git: every password, token or secret is a
-    // ${VAR} from .env, and .env.example gives each one an obvious placeholder.
+    // ${VAR} from .env. .env.example leaves each one empty, so that a copy of it used as is
+    // stops compose with a message (`${VAR:?...}`) instead of starting with a public password.
     let raw = compose::yaml("docker-compose.yml");
     let example = compose::env_example();
     let mut secrets = 0;
@@ -163,11 +164,18 @@ fn compose_file_parses_and_takes_secrets_only_from_the_env_file() {
                 .get(var)
                 .unwrap_or_else(|| panic!("{var} ({key}) is missing from .env.example"));
             assert!(
-                placeholder.contains("CHANGE-ME"),
-                ".env.example: {var}={placeholder} is not an obvious placeholder"
+                placeholder.is_empty(),
+                ".env.example: {var}={placeholder}: leave it empty, so that compose refuses to \
+                 start until the user sets it"
             );
         }
     }
+    let refused = compose::config_with(&Path::new(ROOT).join(".env.example"));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && message.contains("set it in .env"),
+        "with .env.example as is, compose must refuse to start and say why: {message}"
+    );
     assert!(secrets >= 6, "only {secrets} secrets found in the services");
     assert!(
         read(".gitignore").lines().any(|l| l.trim() == "/.env"),
@@ -1504,12 +1512,12 @@ fn systemd_unit_is_hardened_and_verifies() {
     assert_eq!(get("Service", "TimeoutStopSec").len(), 1);
     assert_eq!(get("Install", "WantedBy"), ["multi-user.target"]);
 
-    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
-        eprintln!(
-            "systemd-analyze is not installed (apt-get install systemd): only the unit's keys were checked"
-        );
-        return;
-    };
+    let version = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("systemd-analyze is needed to verify the unit: apt-get install systemd ({e})")
+        });
     assert!(version.status.success());
     // Verify needs the binaries it names to exist: the built one stands in for the install.
     let dir = tempfile::tempdir().expect("tempdir");

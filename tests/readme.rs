@@ -154,9 +154,10 @@ fn citygate_bin() -> &'static str {
 }
 
 /// `citygate check-config -c FILE...` in `dir`; panics with its output unless it exits 0.
-fn check_config(dir: &Path, files: &[&str], what: &str) {
+fn check_config(dir: &Path, files: &[&str], env: &[(String, String)], what: &str) {
     let mut cmd = Command::new(citygate_bin());
     cmd.current_dir(dir).arg("check-config");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     for f in files {
         cmd.arg("-c").arg(f);
     }
@@ -277,6 +278,20 @@ async fn readme_shell_commands_run() {
     let mut ran = Vec::new();
     for (doc, b) in blocks.iter().filter(|(_, b)| b.lang == "sh") {
         for cmd in commands(&b.text) {
+            // `VAR=value command ...`: the assignments go to the command's environment.
+            let assignments: Vec<(String, String)> = cmd
+                .split_whitespace()
+                .map_while(|w| {
+                    let (k, v) = w.split_once('=')?;
+                    (!k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                        .then(|| (k.to_string(), v.to_string()))
+                })
+                .collect();
+            let cmd: String = cmd
+                .split_whitespace()
+                .skip(assignments.len())
+                .collect::<Vec<_>>()
+                .join(" ");
             let program = cmd.split_whitespace().next().unwrap_or("");
             let at = format!("{doc} line {}: {cmd}", b.line);
             if program == "sqlite3" {
@@ -330,14 +345,16 @@ async fn readme_shell_commands_run() {
             } else if program == "citygate" {
                 let sub = cmd.split_whitespace().nth(1).unwrap_or("");
                 match sub {
-                    "check-config" => check_config(files_dir.path(), &config_args(&cmd), &at),
+                    "check-config" => {
+                        check_config(files_dir.path(), &config_args(&cmd), &assignments, &at)
+                    }
                     "run" => {
                         let files: Vec<String> = config_args(&cmd)
                             .iter()
                             .map(|f| resolve(root, files_dir.path(), f))
                             .collect();
                         let files: Vec<&str> = files.iter().map(String::as_str).collect();
-                        check_config(files_dir.path(), &files, &at)
+                        check_config(files_dir.path(), &files, &assignments, &at)
                     }
                     "catalog" => {
                         let out = Command::new(citygate_bin())
@@ -365,7 +382,7 @@ async fn readme_shell_commands_run() {
                     .collect();
                 let files: Vec<&str> = files.iter().map(String::as_str).collect();
                 if !files.is_empty() {
-                    check_config(files_dir.path(), &files, &at);
+                    check_config(files_dir.path(), &files, &assignments, &at);
                     ran.push(cmd);
                 }
             } else if !NOT_RUN

@@ -86,8 +86,11 @@ async fn start_city(deadman_interval: &str, extra: &str) -> City {
     }
 }
 
-/// Plays the scenario as fast as the broker takes it, then a marker reading on the same
-/// connection, and waits until the marker is stored: everything before it is committed.
+/// Plays the scenario as fast as the broker takes it, then a marker reading on each route's
+/// topic on the same connection, and waits until every marker is stored. MQTT keeps order per
+/// topic only, and the embedded broker keeps one log per subscription filter, so one marker
+/// on the JSON route says nothing about the SenML or line-protocol readings before it: each
+/// route gets its own.
 async fn play(city: &City, s: Scenario) {
     let script = s.script(
         "city",
@@ -104,17 +107,36 @@ async fn play(city: &City, s: Scenario) {
     scenario::play(&script, &mut publisher, Pace::Unpaced, STORE_DEADLINE)
         .await
         .expect("the broker takes the script");
-    publisher
-        .publish(
-            format!("city/test/noise/{MARKER}"),
-            format!(r#"{{"ts":{},"laeq":45.5}}"#, common::now_ms()),
-        )
-        .await
-        .expect("marker");
+    let now = common::now_ms();
+    let markers = [
+        (
+            format!("city/test/noise/{MARKER}-json"),
+            format!(r#"{{"ts":{now},"laeq":45.5}}"#),
+        ),
+        (
+            format!("city/test/noise/{MARKER}-senml/senml"),
+            r#"[{"n":"laeq","v":45.5}]"#.to_string(),
+        ),
+        (
+            format!("city/test/noise/{MARKER}-line/line"),
+            "noise laeq=45.5".to_string(),
+        ),
+        (
+            format!("city/test/noise/{MARKER}-value/value/laeq"),
+            "45.5".to_string(),
+        ),
+    ];
+    let expected = markers.len() as i64;
+    for (topic, payload) in markers {
+        publisher.publish(topic, payload).await.expect("marker");
+    }
     publisher.close(STORE_DEADLINE).await.expect("acknowledged");
-    let sql = format!("SELECT count(*) FROM readings WHERE sensor = '{MARKER}'");
-    let n = wait_for_count(&city.db, &sql, 1, STORE_DEADLINE).await;
-    assert_eq!(n, 1, "the marker after the script is stored");
+    let sql = format!("SELECT count(DISTINCT sensor) FROM readings WHERE sensor LIKE '{MARKER}-%'");
+    let n = wait_for_count(&city.db, &sql, expected, STORE_DEADLINE).await;
+    assert_eq!(
+        n, expected,
+        "a marker after the script on every route is stored"
+    );
 }
 
 type AlertKey = (String, String, String, String, String);

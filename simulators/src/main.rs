@@ -356,9 +356,16 @@ struct FleetArgs {
     #[command(flatten)]
     mqtt: MqttArgs,
     /// Payload format over MQTT: json, senml, line, or mix (a fixed per-sensor choice from
-    /// the seed: ~70 % JSON, 20 % SenML, 10 % line protocol).
+    /// the seed, in the shares of --mix).
     #[arg(long, value_enum, default_value_t = FormatChoice::Json)]
     format: FormatChoice,
+    /// The shares of --format mix, as relative weights.
+    #[arg(
+        long,
+        value_name = "FORMAT=WEIGHT,...",
+        default_value = "json=70,senml=20,line=10"
+    )]
+    mix: wire::MixWeights,
 }
 
 /// Publishing over MQTT (fleet and scenario).
@@ -381,9 +388,19 @@ struct MqttArgs {
     /// First topic level.
     #[arg(long, default_value = "city")]
     topic_prefix: String,
-    /// MQTT client id (default: citygate-sim-<pid>).
+    /// MQTT client id (default: citygate-sim-<pid>-<random>; the pid alone repeats across
+    /// containers, where every process is pid 1, and a broker drops one of two clients that
+    /// share an id).
     #[arg(long)]
     client_id: Option<String>,
+}
+
+fn default_client_id() -> String {
+    // Nanoseconds of the clock are random enough to tell two starts apart.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("citygate-sim-{}-{nanos:08x}", std::process::id())
 }
 
 impl MqttArgs {
@@ -402,10 +419,7 @@ impl MqttArgs {
             username: self.username.clone(),
             password,
             qos: self.qos,
-            client_id: self
-                .client_id
-                .clone()
-                .unwrap_or_else(|| format!("citygate-sim-{}", std::process::id())),
+            client_id: self.client_id.clone().unwrap_or_else(default_client_id),
         }))
     }
 }
@@ -992,7 +1006,9 @@ impl FleetMqtt {
         let mut routes = std::collections::HashMap::new();
         let mut tags = std::collections::HashMap::new();
         for s in fleet.sensors() {
-            let format = args.format.for_sensor(args.shape.seed, &s.id);
+            let format = args
+                .format
+                .for_sensor_with(args.shape.seed, &s.id, &args.mix);
             let district = s
                 .tags
                 .iter()

@@ -56,8 +56,14 @@ pub enum FormatChoice {
 }
 
 impl FormatChoice {
-    /// The format sensor `id` speaks; the same seed and id always give the same answer.
+    /// The format sensor `id` speaks, with `Mix` at the default weights; the same seed and
+    /// id always give the same answer.
     pub fn for_sensor(self, seed: u64, id: &str) -> WireFormat {
+        self.for_sensor_with(seed, id, &MixWeights::default())
+    }
+
+    /// The format sensor `id` speaks, with `Mix` drawn at `weights`.
+    pub fn for_sensor_with(self, seed: u64, id: &str, weights: &MixWeights) -> WireFormat {
         match self {
             FormatChoice::Json => WireFormat::Json,
             FormatChoice::Senml => WireFormat::Senml,
@@ -66,13 +72,74 @@ impl FormatChoice {
                 let h = id
                     .bytes()
                     .fold(mix(seed, 0x5eed), |h, b| mix(h, u64::from(b)));
-                match h % 10 {
-                    0..=6 => WireFormat::Json,
-                    7 | 8 => WireFormat::Senml,
-                    _ => WireFormat::Line,
-                }
+                weights.pick(h)
             }
         }
+    }
+}
+
+/// The shares of a `mix` fleet, `json=70,senml=20,line=10` by default: relative weights, any
+/// of which may be 0 (not all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MixWeights {
+    pub json: u32,
+    pub senml: u32,
+    pub line: u32,
+}
+
+impl Default for MixWeights {
+    fn default() -> Self {
+        MixWeights {
+            json: 70,
+            senml: 20,
+            line: 10,
+        }
+    }
+}
+
+impl MixWeights {
+    fn pick(&self, h: u64) -> WireFormat {
+        let total = u64::from(self.json) + u64::from(self.senml) + u64::from(self.line);
+        let r = h % total.max(1);
+        if r < u64::from(self.json) {
+            WireFormat::Json
+        } else if r < u64::from(self.json) + u64::from(self.senml) {
+            WireFormat::Senml
+        } else {
+            WireFormat::Line
+        }
+    }
+}
+
+impl std::str::FromStr for MixWeights {
+    type Err = String;
+
+    /// `json=70,senml=20,line=10`; formats left out weigh 0.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut w = MixWeights {
+            json: 0,
+            senml: 0,
+            line: 0,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: want FORMAT=WEIGHT, e.g. json=70"))?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|e| format!("{part:?}: the weight is not a whole number ({e})"))?;
+            match name.trim() {
+                "json" => w.json = weight,
+                "senml" => w.senml = weight,
+                "line" => w.line = weight,
+                other => return Err(format!("{other:?}: the formats are json, senml and line")),
+            }
+        }
+        if w.json == 0 && w.senml == 0 && w.line == 0 {
+            return Err(format!("{s:?}: give at least one format a weight above 0"));
+        }
+        Ok(w)
     }
 }
 
@@ -295,5 +362,27 @@ mod tests {
             topic("city", "a/b", "noise", "n#1", WireFormat::Json),
             "city/a_b/noise/n_1"
         );
+    }
+
+    #[test]
+    fn mix_weights_parse_and_steer_the_choice() {
+        let w: MixWeights = "senml=1".parse().expect("parses");
+        assert_eq!((w.json, w.senml, w.line), (0, 1, 0));
+        let ids: Vec<String> = (0..200).map(|i| format!("s-{i}")).collect();
+        assert!(ids
+            .iter()
+            .all(|id| FormatChoice::Mix.for_sensor_with(42, id, &w) == WireFormat::Senml));
+        let half: MixWeights = "json=1,line=1".parse().expect("parses");
+        let line = ids
+            .iter()
+            .filter(|id| FormatChoice::Mix.for_sensor_with(42, id, &half) == WireFormat::Line)
+            .count();
+        assert!(
+            (60..=140).contains(&line),
+            "about half line protocol, got {line}"
+        );
+        for bad in ["json", "json=x", "xml=1", "json=0", ""] {
+            assert!(bad.parse::<MixWeights>().is_err(), "{bad:?} is refused");
+        }
     }
 }

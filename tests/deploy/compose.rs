@@ -45,11 +45,38 @@ fn compose_command() -> Command {
     panic!("{NO_COMPOSE}");
 }
 
-/// `compose -f docker-compose.yml --env-file .env.example config`: the file as the client
-/// reads it, with `${VAR}` replaced from `.env.example`. Panics with the client's message if it
-/// refuses the file.
+/// `compose -f docker-compose.yml --env-file <.env.example with every secret filled> config`:
+/// the file as the client reads it once a user has set the secrets. Panics with the client's
+/// message if it refuses the file.
 pub fn resolved() -> Yaml {
-    let out = compose_command()
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join(".env");
+    let filled: String = env_example()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if v.is_empty() {
+                format!("test-{}", k.to_lowercase())
+            } else {
+                v
+            };
+            format!("{k}={v}\n")
+        })
+        .collect();
+    std::fs::write(&env_file, filled).expect("write the env file");
+    let out = config_with(&env_file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the compose client refuses docker-compose.yml:\n{}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_yaml(&stdout, "the compose client's `config` output")
+}
+
+/// The compose client's `config` with `env_file` as the only source of the project's
+/// variables.
+pub fn config_with(env_file: &Path) -> std::process::Output {
+    compose_command()
         .current_dir(ROOT)
         // The project's own variables must come from the env file, not from whoever runs
         // the test.
@@ -59,22 +86,13 @@ pub fn resolved() -> Yaml {
             "HOME",
             std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()),
         )
-        .args([
-            "-f",
-            "docker-compose.yml",
-            "--env-file",
-            ".env.example",
-            "config",
-        ])
+        .arg("-f")
+        .arg("docker-compose.yml")
+        .arg("--env-file")
+        .arg(env_file)
+        .arg("config")
         .output()
-        .unwrap_or_else(|e| panic!("{NO_COMPOSE} ({e})"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the compose client refuses docker-compose.yml:\n{}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_yaml(&stdout, "the compose client's `config` output")
+        .unwrap_or_else(|e| panic!("{NO_COMPOSE} ({e})"))
 }
 
 /// `.env.example` as KEY → value (comments and blank lines skipped).
