@@ -983,21 +983,6 @@ fn dashboard_queries(dashboard: &Value, sources: &[Yaml]) -> Vec<PanelQuery> {
     out
 }
 
-async fn wait_health(api: &common::Api, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let until = Instant::now() + common::STORE_DEADLINE;
-    loop {
-        let (_, health) = api.get("/health").await;
-        if done(&health) {
-            return health;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out waiting for {what}: {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// One column of a `SHOW ...` answer.
 async fn show(influx: &common::influxdb1::Influx1, q: &str, column: &str) -> BTreeSet<String> {
     influx
@@ -1119,7 +1104,7 @@ async fn dashboard_queries_name_measurements_fields_and_metrics_the_gateway_writ
         )
         .await;
     assert_eq!(status, 200, "{acked}");
-    wait_health(&api, "the outbox to drain into InfluxDB", |h| {
+    common::wait_health(&api, "the outbox to drain into InfluxDB", |h| {
         h["outbox"]["points"] == 0 && h["sinks"][0]["state"] == "ok"
     })
     .await;

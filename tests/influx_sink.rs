@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use citygate::app::Gateway;
 use common::influxdb1::Influx1;
@@ -115,22 +115,6 @@ async fn ingest_levels(api: &Api, readings: &[(String, i64, f64)], batch: usize)
     }
 }
 
-/// Waits (a failure guard, not a timing check) until `done` holds for the gateway's `/health`.
-async fn wait_health(api: &Api, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let until = Instant::now() + STORE_DEADLINE;
-    loop {
-        let (_, health) = api.get("/health").await;
-        if done(&health) {
-            return health;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out waiting for {what}: {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn outbox_points(h: &Value) -> u64 {
     h["outbox"]["points"].as_u64().unwrap_or(u64::MAX)
 }
@@ -220,7 +204,7 @@ async fn v2_write_path_stores_every_kind_with_exact_values_tags_and_times() {
     let api = Api::new(&gw);
     let receipt = ingest(&api, Value::Array(body).to_string()).await;
     assert_eq!(receipt["accepted"].as_u64(), Some(expected.len() as u64));
-    wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
+    common::wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
 
     let series = vm.export(r#"{sensor=~".+-01"}"#).await;
     let mut got = BTreeMap::new();
@@ -261,7 +245,7 @@ async fn v1_write_path_into_influxdb_1_with_quality_alerts_and_a_startup_check()
     )
     .await;
     let api = Api::new(&gw);
-    let health = wait_health(&api, "the startup check", |h| {
+    let health = common::wait_health(&api, "the startup check", |h| {
         h["sinks"][0]["state"] != "starting"
     })
     .await;
@@ -282,16 +266,16 @@ async fn v1_write_path_into_influxdb_1_with_quality_alerts_and_a_startup_check()
         format!(r#"{{"sensor":"gd-01","ts":{},"lel":55}}"#, base + 1000),
     )
     .await;
-    let health = wait_health(&api, "the sink to fail on the missing database", |h| {
+    let health = common::wait_health(&api, "the sink to fail on the missing database", |h| {
         h["sinks"][0]["state"] == "misconfigured"
     })
     .await;
     assert!(outbox_points(&health) >= 41, "{health}");
 
     influx.create_database("citygate").await;
-    wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
+    common::wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
     assert_eq!(
-        wait_health(&api, "the sink to be ok", |h| h["sinks"][0]["state"]
+        common::wait_health(&api, "the sink to be ok", |h| h["sinks"][0]["state"]
             == "ok")
         .await["sinks"][0]["lag"]["points"],
         0
@@ -361,12 +345,12 @@ async fn an_outage_under_load_loses_nothing_and_the_outbox_empties() {
             }
         })
     };
-    wait_health(&api, "some points delivered", |h| {
+    common::wait_health(&api, "some points delivered", |h| {
         h["sinks"][0]["written_points"].as_u64() > Some(200)
     })
     .await;
     vm.stop();
-    let health = wait_health(&api, "the sink to notice the outage", |h| {
+    let health = common::wait_health(&api, "the sink to notice the outage", |h| {
         h["sinks"][0]["state"] == "retrying" && outbox_points(h) > 200
     })
     .await;
@@ -376,7 +360,7 @@ async fn an_outage_under_load_loses_nothing_and_the_outbox_empties() {
     );
     vm.restart().await;
     load.await.expect("the load task");
-    wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
+    common::wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
 
     let got = level_series(&vm.export(r#"{__name__="water_level_level"}"#).await);
     assert_same_points(&got, &expected_levels(&readings), "");
@@ -398,24 +382,24 @@ async fn kill_9_during_an_outage_then_recovery_stores_the_exact_count_once() {
     let base = now_ms() - 48 * 3_600_000;
     let readings = level_readings(0, 3000, base);
     ingest_levels(&api, &readings[..1000], 100).await;
-    wait_health(&api, "the first third delivered", |h| outbox_points(h) == 0).await;
+    common::wait_health(&api, "the first third delivered", |h| outbox_points(h) == 0).await;
     vm.stop();
     ingest_levels(&api, &readings[1000..2000], 100).await;
-    wait_health(&api, "the second third in the outbox", |h| {
+    common::wait_health(&api, "the second third in the outbox", |h| {
         outbox_points(h) == 1000
     })
     .await;
     gw.kill9();
     gw.start_again();
     gw.wait_ready().await;
-    let health = wait_health(&api, "the backlog found after the restart", |h| {
+    let health = common::wait_health(&api, "the backlog found after the restart", |h| {
         outbox_points(h) == 1000
     })
     .await;
     assert_eq!(health["sinks"][0]["lag"]["points"], 1000, "{health}");
     ingest_levels(&api, &readings[2000..], 100).await;
     vm.restart().await;
-    wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
+    common::wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
 
     let got = level_series(&vm.export(r#"{__name__="water_level_level"}"#).await);
     assert_same_points(&got, &expected_levels(&readings), &gw.log());
@@ -442,7 +426,7 @@ async fn a_full_outbox_stops_the_mqtt_acks_and_the_broker_keeps_the_rest() {
     let msgs = common::stream("wq", n, 0);
     let mut publisher = Publisher::connect(broker.port(), Proto::V311).await;
     publisher.publish_all(&msgs).await;
-    let health = wait_health(&api, "the outbox to fill", |h| {
+    let health = common::wait_health(&api, "the outbox to fill", |h| {
         h["outbox"]["state"] == "full"
     })
     .await;
@@ -461,7 +445,7 @@ async fn a_full_outbox_stops_the_mqtt_acks_and_the_broker_keeps_the_rest() {
     vm.restart().await;
     let gw = common::start(dir.path(), &config).await;
     let api = Api::new(&gw);
-    wait_health(&api, "everything delivered", |h| {
+    common::wait_health(&api, "everything delivered", |h| {
         outbox_points(h) == 0
             && common::count(gw.db_path(), "SELECT count(*) FROM readings") == 2 * n as i64
     })
@@ -511,7 +495,7 @@ async fn a_poison_line_becomes_a_dead_letter_and_the_rest_is_stored() {
         serde_json::json!({"sensor": "ns-01", "ts": base, "laeq": 55.5}),
     );
     ingest(&api, Value::Array(items).to_string()).await;
-    let health = wait_health(&api, "the outbox to drain", |h| {
+    let health = common::wait_health(&api, "the outbox to drain", |h| {
         outbox_points(h) == 0 && h["sinks"][0]["dead_letters"] != 0
     })
     .await;
@@ -555,7 +539,7 @@ async fn a_wrong_password_is_a_clear_error_and_keeps_the_data() {
         .await;
         let api = Api::new(&gw);
         ingest_levels(&api, &readings, 10).await;
-        let health = wait_health(&api, "the auth error", |h| {
+        let health = common::wait_health(&api, "the auth error", |h| {
             h["sinks"][0]["state"] == "auth_error"
         })
         .await;
@@ -584,7 +568,7 @@ async fn a_wrong_password_is_a_clear_error_and_keeps_the_data() {
     )
     .await;
     let api = Api::new(&gw);
-    wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
+    common::wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
     let rows = influx
         .rows("citygate", "SELECT level, sensor FROM water_level")
         .await;
@@ -611,7 +595,7 @@ async fn a_down_sink_does_not_hold_back_a_healthy_one() {
     let base = now_ms() - 48 * 3_600_000;
     let readings = level_readings(0, 500, base);
     ingest_levels(&api, &readings, 50).await;
-    let health = wait_health(&api, "the fast sink to catch up", |h| {
+    let health = common::wait_health(&api, "the fast sink to catch up", |h| {
         h["sinks"][0]["lag"]["points"] == 0
     })
     .await;
@@ -627,7 +611,7 @@ async fn a_down_sink_does_not_hold_back_a_healthy_one() {
         "fast",
     );
     slow.restart().await;
-    wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
+    common::wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
     assert_same_points(
         &level_series(&slow.export(r#"{__name__="water_level_level"}"#).await),
         &expected_levels(&readings),
@@ -692,7 +676,7 @@ async fn a_store_refusing_every_request_keeps_the_data_instead_of_dead_lettering
     let api = Api::new(&gw);
     let readings = level_readings(0, 20, now_ms() - 48 * 3_600_000);
     ingest_levels(&api, &readings, 5).await;
-    let health = wait_health(&api, "the sink to give up on the requests", |h| {
+    let health = common::wait_health(&api, "the sink to give up on the requests", |h| {
         h["sinks"][0]["state"] == "misconfigured"
     })
     .await;
@@ -705,7 +689,7 @@ async fn a_store_refusing_every_request_keeps_the_data_instead_of_dead_lettering
         "{health}"
     );
     stub.accept.store(true, Ordering::SeqCst);
-    wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
+    common::wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
     let lines = stub.lines.lock().expect("lock").clone();
     assert_eq!(lines.len(), 20, "{lines:?}");
     assert!(
@@ -752,7 +736,7 @@ async fn a_damaged_outbox_entry_is_a_dead_letter_and_does_not_block_the_rest() {
     vm.restart().await;
     let gw = common::start(dir.path(), &config).await;
     let api = Api::new(&gw);
-    wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
+    common::wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
     let got = level_series(&vm.export(r#"{__name__="water_level_level"}"#).await);
     let want: Vec<_> = readings[..10]
         .iter()

@@ -299,17 +299,7 @@ async fn readme_shell_commands_run() {
                 let cmd = cmd
                     .replace("/var/lib/citygate", &data.path().display().to_string())
                     .replace("/var/backups", &backups.path().display().to_string());
-                let out = Command::new("bash")
-                    .arg("-c")
-                    .arg(&cmd)
-                    .output()
-                    .expect("sqlite3 is installed (apt-get install sqlite3)");
-                let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-                assert!(
-                    out.status.success(),
-                    "{at}\nfailed: {stdout}{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let stdout = shell(&cmd, &at, &assignments);
                 if cmd.contains("integrity_check") {
                     assert_eq!(stdout.trim(), "ok", "{at}");
                 }
@@ -320,18 +310,9 @@ async fn readme_shell_commands_run() {
                     .replace("localhost:8080", &addr)
                     .replace("<id>", &alert_id)
                     .replacen("curl", "curl --fail-with-body --max-time 30", 1);
-                let out = Command::new("bash")
-                    .arg("-c")
-                    .arg(&cmd)
-                    .env("CITYGATE_API_TOKEN", "readme-token")
-                    .output()
-                    .expect("curl is installed (apt-get install curl)");
-                let body = String::from_utf8_lossy(&out.stdout).to_string();
-                assert!(
-                    out.status.success(),
-                    "{at}\nfailed: {body}{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let mut env = assignments.clone();
+                env.push(("CITYGATE_API_TOKEN".into(), "readme-token".into()));
+                let body = shell(&cmd, &at, &env);
                 // Ingest examples must have been taken, not merely answered.
                 if cmd.contains("/api/v1/ingest") {
                     let answer: Value = serde_json::from_str(&body)
@@ -454,6 +435,24 @@ fn with_files_in(toml: &str, dir: &Path, pki: &common::mosquitto::TestPki) -> St
         );
     }
     out
+}
+
+/// Runs a documented command line with bash and returns its stdout; panics with its output
+/// unless it succeeds (127: the program is not installed, say which package has it).
+fn shell(cmd: &str, at: &str, env: &[(String, String)]) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(127) {
+        panic!("{at}\n{stderr}scripts/test installs what the docs use: curl, sqlite3 (apt-get install curl sqlite3)");
+    }
+    assert!(out.status.success(), "{at}\nfailed: {stdout}{stderr}");
+    stdout
 }
 
 /// A config path of a README command: the README's own file when it defines one by that

@@ -209,6 +209,23 @@ pub async fn wait_alert_output(api: &Api, done: impl Fn(&Value) -> bool) -> Valu
     }
 }
 
+/// Waits (a failure guard, not a timing check) until `done` holds for the gateway's
+/// `/health`, and returns it; panics naming `what` after [`STORE_DEADLINE`].
+pub async fn wait_health(api: &Api, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let until = std::time::Instant::now() + STORE_DEADLINE;
+    loop {
+        let (_, health) = api.get("/health").await;
+        if done(&health) {
+            return health;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}: {health}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Dead letters by reason.
 pub fn dead_letter_reasons(db: &Path) -> std::collections::BTreeMap<String, i64> {
     let conn = rusqlite::Connection::open(db).expect("open db");
