@@ -21,11 +21,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A port nothing listens on (a probe connect fails), from the ephemeral range's far side.
+# A port nothing listens on (a probe connect fails), below the kernel's ephemeral range: a
+# port inside it can be the local end of some outgoing connection (curl, the load), which the
+# probe cannot see and which makes a later bind fail with "address in use".
 free_port() {
-    local p
+    local p low span
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    span=$((low - 20000))
+    [ "$span" -ge 1000 ] || span=30000
     for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 30000))
+        p=$((20000 + RANDOM % span))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return
