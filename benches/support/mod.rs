@@ -189,7 +189,11 @@ pub fn workload() -> Workload {
     for (format, encoded) in [(Format::Senml, &senml), (Format::Line, &line)] {
         let mut out = Vec::new();
         decode_encoded(format, encoded, &mut out);
-        assert_eq!(out.len(), readings.len(), "{format} carries the same readings");
+        assert_eq!(
+            out.len(),
+            readings.len(),
+            "{format} carries the same readings"
+        );
     }
     let accepted = {
         let mut p = new_pipeline(&config);

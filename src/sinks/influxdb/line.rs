@@ -223,14 +223,24 @@ pub fn encode_alert_event(out: &mut Vec<u8>, e: &AlertEvent) {
 }
 
 fn write_float(out: &mut Vec<u8>, v: f64) {
-    // `Display` for f64 is the shortest text that parses back to the same value, and never
-    // uses an exponent, which every line-protocol parser reads as a float. Writing into a
-    // Vec cannot fail.
-    let _ = write!(out, "{v}");
+    // The text is `Display`'s for f64: the shortest that parses back to the same value, and
+    // never an exponent, which every line-protocol parser reads as a float. ryu finds the
+    // same shortest digits several times faster than `write!` but writes `2.0` for 2 and an
+    // exponent outside 1e-5..1e21: the first is trimmed, the second (rare in telemetry) left
+    // to `Display`.
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(v);
+    if text.contains('e') {
+        let _ = write!(out, "{v}");
+        return;
+    }
+    out.extend_from_slice(text.strip_suffix(".0").unwrap_or(text).as_bytes());
 }
 
 fn write_timestamp(out: &mut Vec<u8>, ts: i64) {
-    let _ = writeln!(out, " {ts}");
+    out.push(b' ');
+    out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+    out.push(b'\n');
 }
 
 /// A measurement, tag key, tag value or field key; see the module docs.
