@@ -38,7 +38,10 @@ pub fn config_without_rules() -> Config {
 
 /// One round of simulated reports: every sensor reports once, at staggered moments within
 /// its interval.
-pub fn round_of_messages() -> (Vec<SimMessage>, HashMap<String, Vec<(String, String)>>) {
+/// Each simulated sensor's tags (`district`, `site`), by sensor id.
+pub type TagsById = HashMap<String, Vec<(String, String)>>;
+
+pub fn round_of_messages() -> (Vec<SimMessage>, TagsById) {
     let mut fleet = Fleet::new(FleetConfig {
         per_kind: SENSORS_PER_KIND,
         interval_ms: INTERVAL_MS,
@@ -64,11 +67,7 @@ pub struct Encoded {
     pub kind: &'static str,
 }
 
-pub fn encode_round(
-    messages: &[SimMessage],
-    tags: &HashMap<String, Vec<(String, String)>>,
-    format: WireFormat,
-) -> Vec<Encoded> {
+pub fn encode_round(messages: &[SimMessage], tags: &TagsById, format: WireFormat) -> Vec<Encoded> {
     messages
         .iter()
         .map(|m| {
