@@ -1,100 +1,56 @@
 //! The pipeline per reading, for a realistic mix of every sensor kind and 10,000 sensors:
-//! JSON decoding alone, validation + rules alone, and both together.
+//! decoding (JSON, SenML, line protocol), validation alone, rules alone, both, JSON decoding
+//! with both, and the InfluxDB sink's line-protocol encoding of a round.
 //!
-//! `cargo bench --bench pipeline`; the figures go in BENCHMARKS.md. Under `cargo test` each
-//! benchmark runs once, as a smoke test.
+//! `cargo bench --bench pipeline`; the figures go in BENCHMARKS.md. Every benchmark's
+//! throughput is `Elements(readings per round)`, so criterion reports readings/s. Under
+//! `cargo test` each benchmark runs once, as a smoke test.
+
+mod support;
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use citygate::catalog::Catalog;
-use citygate::codec::{self, DecodeContext, Format};
-use citygate::config::{load_with_env, Config};
-use citygate::model::{Batch, Reading};
-use citygate::pipeline::{Pipeline, Settings};
-use citygate_sim::{Fleet, FleetConfig};
+use citygate::codec::Format;
+use citygate::config::Config;
+use citygate::model::Reading;
+use citygate::sinks::influxdb::line::encode_readings;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use support::*;
 
-const SENSORS_PER_KIND: usize = 770; // × 13 kinds ≈ 10,000 sensors
-const INTERVAL_MS: i64 = 60_000;
-const START: i64 = 1_795_276_800_000; // 2026-11-22 00:00 Asia/Shanghai
-
-fn config() -> Config {
-    match load_with_env(&[], Some(Default::default())) {
-        Ok(c) => c,
-        Err(e) => panic!("default config: {e}"),
-    }
-}
-
-/// One round of payloads: every sensor reports once. The `ts` field is taken out so that
-/// each benchmark iteration can stamp the round with a later receive time and the pipeline
-/// never sees the same timestamp twice (which would be rejected as a duplicate).
-fn round_of_payloads() -> Vec<Bytes> {
-    let mut fleet = Fleet::new(FleetConfig {
-        per_kind: SENSORS_PER_KIND,
-        interval_ms: INTERVAL_MS,
-        seed: 7,
-        incidents: false,
-        start_ms: START,
+/// Benchmarks a pipeline built from `config` on rounds of `readings`, each round later than
+/// the one before, so that its state carries on from round to round as in service.
+fn bench_process(g: &mut BenchGroup, name: &str, config: &Config, readings: &[Reading]) {
+    g.bench_function(name, |b| {
+        let mut p = new_pipeline(config);
+        let mut round = 0i64;
+        b.iter_batched(
+            || {
+                round += 1;
+                let (rs, ts) = stamped(readings, round);
+                (batch(rs, ts), ts)
+            },
+            |(batch, now)| black_box(p.process(batch, now)),
+            BatchSize::LargeInput,
+        )
     });
-    // Sensors report at staggered moments within their interval: tick through one interval.
-    (0..INTERVAL_MS / 100)
-        .flat_map(|i| fleet.tick(START + i * 100))
-        .map(|m| Bytes::from(strip_ts(&m.payload)))
-        .collect()
 }
 
-fn strip_ts(payload: &str) -> String {
-    let Some(start) = payload.find("\"ts\":") else {
-        return payload.to_string();
-    };
-    let end = payload[start..]
-        .find(',')
-        .map_or(payload.len(), |e| start + e + 1);
-    format!("{}{}", &payload[..start], &payload[end..])
-}
-
-fn decode_round(payloads: &[Bytes], received_at: i64, out: &mut Vec<Reading>) {
-    let mut errors = Vec::new();
-    for (i, p) in payloads.iter().enumerate() {
-        let ctx = DecodeContext {
-            received_at,
-            payload: i as u32,
-            ..DecodeContext::default()
-        };
-        if codec::decode(Format::Json, p, &ctx, out, &mut errors).is_err() || !errors.is_empty() {
-            panic!("simulated payloads decode cleanly");
-        }
-    }
-}
-
-fn new_pipeline(config: &Config) -> Pipeline {
-    let catalog = Arc::new(Catalog::from_config(config));
-    Pipeline::new(catalog, Settings::from_config(config), START)
-}
-
-fn batch(readings: Vec<Reading>, received_at: i64) -> Batch {
-    Batch {
-        source: "bench".into(),
-        received_at,
-        readings,
-        payloads: Vec::new(),
-        dead_letters: Vec::new(),
-        devices: Vec::new(),
-    }
-}
+type BenchGroup<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
 fn benches(c: &mut Criterion) {
-    let config = config();
-    let payloads = round_of_payloads();
-    let mut readings = Vec::new();
-    decode_round(&payloads, START, &mut readings);
+    let Workload {
+        config,
+        json: payloads,
+        senml,
+        line,
+        readings,
+        accepted,
+    } = workload();
     let per_round = readings.len() as u64;
     let bytes: usize = payloads.iter().map(Bytes::len).sum();
     eprintln!(
-        "one round: {} sensors, {} payloads ({} bytes), {} readings",
-        payloads.len(),
+        "one round: {} JSON payloads ({} bytes), {} readings",
         payloads.len(),
         bytes,
         per_round
@@ -112,24 +68,44 @@ fn benches(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    for (name, format, encoded) in [
+        ("senml_decode", Format::Senml, &senml),
+        ("line_decode", Format::Line, &line),
+    ] {
+        g.bench_function(name, |b| {
+            let mut out = Vec::with_capacity(readings.len());
+            b.iter(|| {
+                out.clear();
+                decode_encoded(format, black_box(encoded), &mut out);
+                black_box(out.len())
+            })
+        });
+    }
 
-    g.bench_function("validate_and_rules", |b| {
+    bench_process(&mut g, "validate", &config_without_rules(), &readings);
+
+    g.bench_function("rules", |b| {
+        // Round 1 goes through the whole pipeline, which registers the sensors; later rounds
+        // of the accepted readings go through the rules only.
         let mut p = new_pipeline(&config);
-        let mut round = 0i64;
+        let (rs, ts) = stamped(&readings, 1);
+        p.process(batch(rs, ts), ts);
+        let mut round = 1i64;
         b.iter_batched(
             || {
                 round += 1;
-                let ts = START + round * INTERVAL_MS;
-                let mut rs = readings.clone();
-                for r in &mut rs {
-                    r.ts = ts;
-                }
-                (batch(rs, ts), ts)
+                stamped(&accepted, round).0
             },
-            |(batch, now)| black_box(p.process(batch, now)),
+            // The input goes out with the output, so that freeing it is not timed.
+            |rs| {
+                let out = p.evaluate_rules_only(&rs);
+                (rs, out)
+            },
             BatchSize::LargeInput,
         )
     });
+
+    bench_process(&mut g, "validate_and_rules", &config, &readings);
 
     g.bench_function("json_decode_validate_and_rules", |b| {
         let mut p = new_pipeline(&config);
@@ -140,6 +116,14 @@ fn benches(c: &mut Criterion) {
             let mut rs = Vec::with_capacity(per_round as usize);
             decode_round(&payloads, ts, &mut rs);
             black_box(p.process(batch(rs, ts), ts))
+        })
+    });
+
+    g.bench_function("line_protocol_encode", |b| {
+        let mut out = Vec::with_capacity(accepted.len() * 64);
+        b.iter(|| {
+            out.clear();
+            black_box(encode_readings(&mut out, black_box(&accepted)))
         })
     });
     g.finish();

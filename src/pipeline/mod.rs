@@ -614,20 +614,41 @@ impl Pipeline {
         let evaluate = r.quality == crate::model::Quality::Good
             || self.settings.suspect == SuspectPolicy::StoreAndEvaluate;
         if evaluate {
-            for &i in &profile.rules_by_metric[m] {
-                let rule = &profile.rules[i];
-                alerts::evaluate_rule(
-                    rule,
-                    &mut state.rules[i],
-                    i,
-                    &r,
-                    &profile,
-                    &mut self.local,
-                    &mut ctx,
-                );
-            }
+            run_rules(state, &profile, m, &r, &mut self.local, &mut ctx);
         }
         Ok(r)
+    }
+
+    /// Runs only the threshold rules on readings that have already been through
+    /// [`Pipeline::process`] (as in [`Output::accepted`]: kind resolved, quality set), and
+    /// nothing else: no validation, no registration, no deadman. It exists so that benchmarks
+    /// and profiles can take the cost of the rules apart from validation; the gateway itself
+    /// always goes through `process`. Readings of unknown sensors or metrics are skipped.
+    #[doc(hidden)]
+    pub fn evaluate_rules_only(&mut self, readings: &[Reading]) -> Output {
+        let mut out = Output::default();
+        let evaluate_suspect = self.settings.suspect == SuspectPolicy::StoreAndEvaluate;
+        for r in readings {
+            let Some(state) = self.sensors.get_mut(r.sensor.as_str()) else {
+                continue;
+            };
+            let profile = state.profile.clone();
+            let Some(m) = profile.kind.metric_index(&r.metric) else {
+                continue;
+            };
+            if r.quality != crate::model::Quality::Good && !evaluate_suspect {
+                continue;
+            }
+            let mut ctx = alerts::Ctx {
+                index: &mut self.alert_index,
+                dirty: &mut self.dirty,
+                seq: &mut self.raise_seq,
+                out: &mut out,
+            };
+            run_rules(state, &profile, m, r, &mut self.local, &mut ctx);
+        }
+        self.flush_dirty(&mut out);
+        out
     }
 
     /// Registers a sensor the config does not list, if the policy and the payload allow.
@@ -676,6 +697,21 @@ impl Pipeline {
         self.sensors
             .insert(r.sensor.clone(), SensorState::new(profile, now.min(r.ts)));
         Ok(())
+    }
+}
+
+/// Evaluates the rules that watch metric `m` of a sensor, for one accepted reading.
+fn run_rules(
+    state: &mut SensorState,
+    profile: &SensorProfile,
+    m: usize,
+    r: &Reading,
+    local: &mut LocalTime,
+    ctx: &mut alerts::Ctx,
+) {
+    for &i in &profile.rules_by_metric[m] {
+        let rule = &profile.rules[i];
+        alerts::evaluate_rule(rule, &mut state.rules[i], i, r, profile, local, ctx);
     }
 }
 

@@ -40,8 +40,34 @@ use std::io::Write as _;
 
 use crate::model::{AlertEvent, Quality, Reading};
 
-const MEASUREMENT_SPECIALS: &[u8] = b", ";
-const KEY_SPECIALS: &[u8] = b",= ";
+const MEASUREMENT_SPECIALS: Specials = Specials::new(b", ");
+const KEY_SPECIALS: Specials = Specials::new(b",= ");
+
+/// The characters a backslash escapes in one position, and a table of every byte `escape`
+/// must look at (those, a backslash, CR and LF), so that the common case, text with none of
+/// them, is one table lookup per byte and one copy.
+struct Specials {
+    escaped: &'static [u8],
+    needs_care: [bool; 256],
+}
+
+impl Specials {
+    const fn new(escaped: &'static [u8]) -> Specials {
+        let mut needs_care = [false; 256];
+        needs_care[b'\\' as usize] = true;
+        needs_care[b'\n' as usize] = true;
+        needs_care[b'\r' as usize] = true;
+        let mut i = 0;
+        while i < escaped.len() {
+            needs_care[escaped[i] as usize] = true;
+            i += 1;
+        }
+        Specials {
+            escaped,
+            needs_care,
+        }
+    }
+}
 
 /// Appends lines for accepted readings (kind already resolved, `tags` = the sensor's tags,
 /// set by the pipeline). One line per run of consecutive readings with the same sensor, kind,
@@ -79,14 +105,14 @@ fn encode_point(out: &mut Vec<u8>, run: &[Reading]) -> bool {
         return false;
     }
     let first = &run[0];
-    escape(out, &first.kind, MEASUREMENT_SPECIALS);
+    escape(out, &first.kind, &MEASUREMENT_SPECIALS);
     write_reading_tags(out, &first.sensor, first.tags.as_deref().unwrap_or(&[]));
     let mut sep = b' ';
     let mut has_quality_metric = false;
     for r in values {
         out.push(sep);
         sep = b',';
-        escape(out, &r.metric, KEY_SPECIALS);
+        escape(out, &r.metric, &KEY_SPECIALS);
         out.push(b'=');
         write_float(out, r.value);
         has_quality_metric |= r.metric == "quality";
@@ -145,9 +171,9 @@ fn write_reading_tags(
 
 fn write_tag(out: &mut Vec<u8>, key: &str, value: &str) {
     out.push(b',');
-    escape(out, key, KEY_SPECIALS);
+    escape(out, key, &KEY_SPECIALS);
     out.push(b'=');
-    escape(out, value, KEY_SPECIALS);
+    escape(out, value, &KEY_SPECIALS);
 }
 
 /// Appends one line to the `alerts` measurement for an alert event.
@@ -197,27 +223,43 @@ pub fn encode_alert_event(out: &mut Vec<u8>, e: &AlertEvent) {
 }
 
 fn write_float(out: &mut Vec<u8>, v: f64) {
-    // `Display` for f64 is the shortest text that parses back to the same value, and never
-    // uses an exponent, which every line-protocol parser reads as a float. Writing into a
-    // Vec cannot fail.
-    let _ = write!(out, "{v}");
+    // The text is `Display`'s for f64: the shortest that parses back to the same value, and
+    // never an exponent, which every line-protocol parser reads as a float. ryu finds the
+    // same shortest digits several times faster than `write!` but writes `2.0` for 2 and an
+    // exponent outside 1e-5..1e21: the first is trimmed, the second (rare in telemetry) left
+    // to `Display`.
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(v);
+    if text.contains('e') {
+        let _ = write!(out, "{v}");
+        return;
+    }
+    out.extend_from_slice(text.strip_suffix(".0").unwrap_or(text).as_bytes());
 }
 
 fn write_timestamp(out: &mut Vec<u8>, ts: i64) {
-    let _ = writeln!(out, " {ts}");
+    out.push(b' ');
+    out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+    out.push(b'\n');
 }
 
 /// A measurement, tag key, tag value or field key; see the module docs.
-fn escape(out: &mut Vec<u8>, text: &str, specials: &[u8]) {
+fn escape(out: &mut Vec<u8>, text: &str, specials: &Specials) {
     let bytes = text.as_bytes();
+    // Almost every name and tag needs no escaping: copy those whole rather than byte by byte.
+    let Some(first) = bytes.iter().position(|&b| specials.needs_care[b as usize]) else {
+        out.extend_from_slice(bytes);
+        return;
+    };
+    out.extend_from_slice(&bytes[..first]);
     // Specials are ASCII, so byte-wise scanning never splits a multi-byte character.
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
         match b {
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\\' => {
                 let lone = bytes.get(i + 1).is_some_and(|next| {
-                    !matches!(next, b'\\' | b'\n' | b'\r') && !specials.contains(next)
+                    !matches!(next, b'\\' | b'\n' | b'\r') && !specials.escaped.contains(next)
                 });
                 if lone {
                     out.push(b'\\');
@@ -225,7 +267,7 @@ fn escape(out: &mut Vec<u8>, text: &str, specials: &[u8]) {
                     out.extend_from_slice(b"\\\\");
                 }
             }
-            _ if specials.contains(&b) => {
+            _ if specials.escaped.contains(&b) => {
                 out.push(b'\\');
                 out.push(b);
             }

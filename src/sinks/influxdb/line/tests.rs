@@ -124,6 +124,8 @@ fn floats_are_written_exactly_without_an_integer_suffix() {
     for (v, want) in [
         (3.21, "3.21"),
         (3.0, "3"),
+        (-0.0, "-0"),
+        (1e-7, "0.0000001"),
         (-0.001, "-0.001"),
         (0.1 + 0.2, "0.30000000000000004"),
         (1e21, "1000000000000000000000"),
@@ -419,6 +421,19 @@ fn nonempty() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    // write_float takes a fast path (ryu) and must still write exactly what `Display` writes,
+    // the text the encoder has always produced, for every finite value and every exponent.
+    #[test]
+    fn floats_are_written_as_display_writes_them(bits in any::<u64>(), small in -1e6f64..1e6) {
+        for v in [f64::from_bits(bits), small, small.round(), small / 1000.0] {
+            if v.is_finite() {
+                let mut out = Vec::new();
+                write_float(&mut out, v);
+                prop_assert_eq!(text(&out), v.to_string());
+            }
+        }
+    }
+
     #[test]
     fn readings_round_trip_through_a_reference_parser(
         kind in nonempty(),
