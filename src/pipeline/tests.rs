@@ -961,3 +961,29 @@ proptest! {
         }
     }
 }
+
+/// The benches' rules-only entry point runs the same rules as `process` on readings that
+/// `process` accepted, and skips what it cannot judge.
+#[test]
+fn evaluate_rules_only_raises_what_process_would() {
+    // Register the sensor through `process` with a quiet reading.
+    let mut p = pipeline();
+    let quiet = feed_v(&mut p, "level", 5.0, t0());
+    assert!(quiet.events.is_empty());
+    // Two hours later, so that the rise is no spike for `process` either.
+    let mut breach = reading("level", 12.5, t0() + 2 * HOUR);
+    breach.kind = "tk".into();
+    let unknown = Reading::new("nobody", "tk", "level", 99.0, t0() + 2 * HOUR);
+    let out = p.evaluate_rules_only(&[breach.clone(), unknown]);
+    assert_eq!(
+        events(&out, "level"),
+        [(AlertEventKind::Raised, Severity::Critical)],
+        "the breach raises, the unknown sensor is skipped"
+    );
+
+    // `process` on a pipeline in the same state raises the same alert.
+    let mut q = pipeline();
+    feed_v(&mut q, "level", 5.0, t0());
+    let via_process = feed(&mut q, breach);
+    assert_eq!(events(&via_process, "level"), events(&out, "level"));
+}
