@@ -41,6 +41,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "tests/config_reference.rs checks its output",
     ),
     (
+        "scripts/callgrind-pipeline",
+        "a profiling run under valgrind, minutes long",
+    ),
+    (
         "influx",
         "the InfluxDB 2 CLI is not installable here (see docs/deployment.md)",
     ),
