@@ -477,10 +477,6 @@ fn name_words(name: &str) -> String {
 }
 
 fn type_text(ty: &syn::Type) -> String {
-    quote_type(ty)
-}
-
-fn quote_type(ty: &syn::Type) -> String {
     match last_segment(ty) {
         Some(seg) => seg.ident.to_string(),
         None => "value".to_string(),

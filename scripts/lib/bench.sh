@@ -1,4 +1,4 @@
-# Shared pieces of the bench scripts (scripts/bench-mqtt, scripts/bench-alerts): messages, a
+# Shared pieces of the bench scripts (scripts/bench-*): messages, a
 # temporary directory cleaned up on exit with every process started, free ports, mosquitto,
 # the release or debug binaries. Source it after setting `bench_name`; it sets `tmp` and
 # `pids` and installs an EXIT trap.
@@ -10,6 +10,13 @@ now() { date +%s.%N; }
 # The first numeric value of "key": in a JSON text on stdin.
 json_field() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p" | head -n1; }
 calc() { awk "BEGIN { printf \"%.${2:-0}f\", $1 }"; }
+# CPU seconds (user + system) of process $1, and its peak RSS (VmHWM) in MiB, from /proc.
+cpu_s() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"
+}
+hwm_mib() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# The "outbox" object of /health on stdin, so that its "points" is not a sink's lag.points.
+outbox_field() { sed -n 's/.*"outbox":{\([^}]*\)}.*/\1/p' | json_field "$1"; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/citygate-bench.XXXXXX")
 pids=()
@@ -39,11 +46,18 @@ free_port() {
     die "no free port found"
 }
 
+# wait_port PORT [PID LOG]: until something listens on PORT; with PID, give up (showing LOG)
+# as soon as that process, the one meant to listen, has stopped.
 wait_port() {
     for _ in $(seq 1 200); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
+            cat "$3" >&2
+            die "the process meant to listen on port $1 stopped"
+        fi
         sleep 0.05
     done
+    [ -z "${3:-}" ] || cat "$3" >&2
     die "nothing listens on port $1"
 }
 
