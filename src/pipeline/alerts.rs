@@ -10,6 +10,7 @@ use crate::catalog::{breached, Direction, Metric, Rule, SensorProfile, ValueSour
 use crate::model::{Ack, Alert, AlertEvent, AlertEventKind, AlertState, Reading, Severity};
 
 use super::validate::round3;
+use super::window::Series;
 use super::{LocalTime, Output, RuleState};
 
 /// The rule name of deadman alerts.
@@ -377,20 +378,28 @@ pub(super) fn fault(
 }
 
 /// Runs one rule on an accepted reading of its metric.
+/// `index` is the rule's place in `profile.rules`; `series` holds the samples of its metric
+/// when it has windowed rules, already with `r` pushed.
 pub(super) fn evaluate_rule(
-    rule: &Rule,
-    rs: &mut RuleState,
     index: usize,
+    rs: &mut RuleState,
+    series: Option<&Series>,
     r: &Reading,
     profile: &SensorProfile,
     local: &mut LocalTime,
     ctx: &mut Ctx,
 ) {
+    let rule = &profile.rules[index];
     let x = match rule.source {
         ValueSource::Instant => r.value,
-        ValueSource::Window { ms, aggregate } => rs.window.push(r.ts, r.value, ms, aggregate),
+        ValueSource::Window { ms, aggregate } => match series {
+            Some(s) => rs.window.push(s, ms, aggregate),
+            // SensorState::new makes a series for every metric a windowed rule reads.
+            None => return,
+        },
         ValueSource::Rate { per_ms } => {
-            match rate_over_span(&mut rs.history, r.ts, r.value, per_ms) {
+            let history = rs.history.get_or_insert_with(Default::default);
+            match rate_over_span(history, r.ts, r.value, per_ms) {
                 Some(rate) => rate,
                 // not yet a long enough span to tell a rate from noise
                 None => return,
@@ -432,7 +441,7 @@ pub(super) fn evaluate_rule(
         // window has seen most of its span. A partial sum or maximum is a lower bound, so a
         // breach by it is a breach.
         let partial_is_a_bound = matches!(aggregate, Aggregate::Sum | Aggregate::Max);
-        if rising && !partial_is_a_bound && !rs.window.is_warm(r.ts, ms / 6 * 5) {
+        if rising && !partial_is_a_bound && !series.is_some_and(|s| s.is_warm(r.ts, ms / 6 * 5)) {
             target = current;
         }
         // After a restart the window holds only part of its span: do not let an incomplete
@@ -442,7 +451,7 @@ pub(super) fn evaluate_rule(
             (Some((t, ..)), Some((c, ..))) => t < c,
             _ => false,
         };
-        if falling && !rs.window.is_warm(r.ts, ms) {
+        if falling && !series.is_some_and(|s| s.is_warm(r.ts, ms)) {
             target = current;
         }
     }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 
-use crate::catalog::{Catalog, SensorProfile};
+use crate::catalog::{Catalog, SensorProfile, ValueSource};
 use crate::config::{Config, SuspectPolicy, UnknownPolicy};
 use crate::model::{
     Alert, AlertState, Batch, DeadLetter, DeviceHealth, Reading, Tags, TimestampMs,
@@ -30,7 +30,7 @@ pub use alerts::{AckError, DEVICE_RULE, FAULT_RULE, OFFLINE_RULE, RESERVED_RULES
 use alerts::{ActiveAlert, AlertRef, Slot};
 pub use validate::fmt_ts as fmt_time;
 use validate::{MetricState, Verdict};
-use window::Window;
+use window::{Series, WindowAgg};
 
 /// Validation and alert settings, resolved from config to plain numbers.
 #[derive(Clone, Debug)]
@@ -118,9 +118,12 @@ impl Output {
 }
 
 struct RuleState {
-    window: Window,
-    /// Recent readings for rate rules, thinned to a few hundred per span.
-    history: std::collections::VecDeque<(i64, f64)>,
+    /// Where this rule's window starts in its metric's [`Series`], and its running aggregate.
+    window: WindowAgg,
+    /// Recent readings for rate rules, thinned to a few hundred per span (boxed and made on
+    /// first use: most rules are not rate rules).
+    #[allow(clippy::box_collection)] // a Box is one word; a VecDeque, four
+    history: Option<Box<std::collections::VecDeque<(i64, f64)>>>,
     /// Since when (reading time) a raise or escalation has been waiting for its `for`.
     pending: Option<i64>,
     active: Option<ActiveAlert>,
@@ -132,8 +135,11 @@ struct SensorState {
     /// not reading time, so that a device with a slow clock or a logger uploading an hour of
     /// readings at once is not taken for silent.
     last_seen: TimestampMs,
-    metrics: Vec<MetricState>,
-    rules: Vec<RuleState>,
+    // Boxed slices, not Vecs: fixed once made, and a word each less per sensor.
+    metrics: Box<[MetricState]>,
+    rules: Box<[RuleState]>,
+    /// The samples of each metric that has windowed rules (by metric index), shared by them.
+    series: Box<[(usize, Series)]>,
     offline: Option<ActiveAlert>,
     /// A polled device that stopped answering; while it is active the deadman stays quiet,
     /// since the cause is already known.
@@ -142,18 +148,28 @@ struct SensorState {
 
 impl SensorState {
     fn new(profile: Arc<SensorProfile>, now: TimestampMs) -> Self {
+        let mut series: Vec<(usize, Series)> = Vec::new();
+        for rule in profile.rules.iter() {
+            if let ValueSource::Window { ms, .. } = rule.source {
+                match series.iter_mut().find(|(m, _)| *m == rule.metric) {
+                    Some((_, s)) => s.keep_longer(ms),
+                    None => series.push((rule.metric, Series::new(ms))),
+                }
+            }
+        }
         SensorState {
             metrics: (0..profile.metrics.len())
                 .map(|_| MetricState::default())
                 .collect(),
             rules: (0..profile.rules.len())
                 .map(|_| RuleState {
-                    window: Window::default(),
-                    history: Default::default(),
+                    window: WindowAgg::default(),
+                    history: None,
                     pending: None,
                     active: None,
                 })
                 .collect(),
+            series: series.into_boxed_slice(),
             profile,
             last_seen: now,
             offline: None,
@@ -709,9 +725,21 @@ fn run_rules(
     local: &mut LocalTime,
     ctx: &mut alerts::Ctx,
 ) {
+    let mut series = state
+        .series
+        .iter_mut()
+        .find(|(metric, _)| *metric == m)
+        .map(|(_, s)| s);
+    if let Some(s) = series.as_deref_mut() {
+        s.push(r.ts, r.value);
+    }
     for &i in &profile.rules_by_metric[m] {
-        let rule = &profile.rules[i];
-        alerts::evaluate_rule(rule, &mut state.rules[i], i, r, profile, local, ctx);
+        let rs = &mut state.rules[i];
+        alerts::evaluate_rule(i, rs, series.as_deref(), r, profile, local, ctx);
+    }
+    // Only now: every windowed rule of the metric has passed what falls out.
+    if let Some(s) = series {
+        s.trim(r.ts);
     }
 }
 

@@ -16,7 +16,7 @@ pub(super) struct MetricState {
     last: Option<(i64, f64)>,
     /// Recent (timestamp, value bits), to tell a replay from a conflicting duplicate.
     recent: [(i64, u64); RECENT],
-    recent_pos: usize,
+    recent_pos: u8,
     /// Length and start of the current run of identical values.
     run: u32,
     run_since: i64,
@@ -39,8 +39,10 @@ impl Default for MetricState {
 
 impl MetricState {
     fn remember(&mut self, ts: i64, value: f64) {
-        self.recent[self.recent_pos] = (ts, value.to_bits());
-        self.recent_pos = (self.recent_pos + 1) % RECENT;
+        let pos = usize::from(self.recent_pos) % RECENT;
+        self.recent[pos] = (ts, value.to_bits());
+        // A byte, not a usize: one of these per series, 100,000s of series.
+        self.recent_pos = ((pos + 1) % RECENT) as u8;
     }
 }
 

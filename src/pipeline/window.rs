@@ -1,4 +1,10 @@
 //! Rolling windows over reading time, for windowed rule aggregates.
+//!
+//! The windowed rules of one metric share one buffer of samples ([`Series`]), kept as long as
+//! the longest of their windows; each rule keeps only its running aggregate and where its
+//! window starts in that buffer ([`WindowAgg`]). Air-quality stations, say, watch SO₂ over
+//! 1 h and 24 h: one copy of the samples instead of one per rule, and a few words per rule.
+//! At 100,000 sensors this is most of the gateway's memory (see BENCHMARKS.md).
 
 use std::collections::VecDeque;
 
@@ -9,74 +15,76 @@ use crate::catalog::spec::Aggregate;
 /// span), so that no input rate can make a window's memory grow without bound.
 pub const MAX_SAMPLES: usize = 8_640;
 
-/// Samples within the last `len_ms` of reading time, with an O(1) amortised aggregate.
-///
-/// Sum and mean keep a running sum, recomputed from the samples now and then so that float
-/// error from adding and subtracting cannot build up over months. Max and min keep a
-/// monotonic deque beside the samples.
-#[derive(Clone, Debug, Default)]
-pub struct Window {
+/// Reading time of "no sample yet".
+const NEVER: i64 = i64::MIN;
+
+/// The samples of one metric within its longest window, shared by that metric's windowed
+/// rules. Samples are addressed by their position in the whole stream (`dropped` counts
+/// those already let go), so that a rule's start survives the buffer's trimming.
+#[derive(Clone, Debug)]
+pub struct Series {
     samples: VecDeque<(i64, f64)>,
-    sum: f64,
-    extreme: VecDeque<(i64, f64)>,
-    ops_since_resum: u32,
-    /// Reading time of the first sample this window ever held: until a whole window has
-    /// passed since then (after a restart, say) the aggregate is incomplete.
-    pub first_ts: Option<i64>,
+    dropped: u64,
+    /// Reading time of the first sample this series ever held: until a whole window has
+    /// passed since then (after a restart, say) an aggregate is incomplete.
+    first_ts: i64,
+    /// The longest window of the rules that read this series.
+    keep_ms: i64,
 }
 
-impl Window {
-    /// Adds a sample, drops those that fell out of the window, and returns the aggregate.
-    pub fn push(&mut self, ts: i64, value: f64, len_ms: i64, agg: Aggregate) -> f64 {
-        self.first_ts.get_or_insert(ts);
-        let cutoff = ts - len_ms;
-        while let Some(&(t, v)) = self.samples.front() {
-            if t > cutoff {
-                break;
-            }
-            self.samples.pop_front();
-            self.sum -= v;
-            self.ops_since_resum += 1;
-        }
-        if self.samples.len() >= MAX_SAMPLES {
-            if let Some((_, v)) = self.samples.pop_front() {
-                self.sum -= v;
-            }
-        }
-        self.samples.push_back((ts, value));
-        self.sum += value;
-        if self.ops_since_resum > 4096 {
-            self.sum = self.samples.iter().map(|&(_, v)| v).sum();
-            self.ops_since_resum = 0;
-        }
-        match agg {
-            Aggregate::Sum => self.sum,
-            Aggregate::Mean => self.sum / self.samples.len() as f64,
-            Aggregate::Max | Aggregate::Min => {
-                let oldest = self.samples.front().map_or(ts, |&(t, _)| t);
-                while self
-                    .extreme
-                    .front()
-                    .is_some_and(|&(t, _)| t <= cutoff || t < oldest)
-                {
-                    self.extreme.pop_front();
-                }
-                let dominated = |old: f64| match agg {
-                    Aggregate::Max => old <= value,
-                    _ => old >= value,
-                };
-                while self.extreme.back().is_some_and(|&(_, v)| dominated(v)) {
-                    self.extreme.pop_back();
-                }
-                self.extreme.push_back((ts, value));
-                self.extreme.front().map_or(value, |&(_, v)| v)
-            }
+impl Series {
+    pub fn new(keep_ms: i64) -> Series {
+        Series {
+            samples: VecDeque::new(),
+            dropped: 0,
+            first_ts: NEVER,
+            keep_ms,
         }
     }
 
-    /// Whether the window has seen a whole window's worth of reading time.
+    /// Makes the series keep at least `ms` of reading time (for one more rule's window).
+    pub fn keep_longer(&mut self, ms: i64) {
+        self.keep_ms = self.keep_ms.max(ms);
+    }
+
+    /// Adds a sample; every rule of the metric then [`WindowAgg::push`]es it, and
+    /// [`Series::trim`] lets go of what all of them have passed.
+    pub fn push(&mut self, ts: i64, value: f64) {
+        if self.first_ts == NEVER {
+            self.first_ts = ts;
+        }
+        self.samples.push_back((ts, value));
+    }
+
+    /// Drops the samples older than the longest window at `ts` (every rule's window, being
+    /// no longer, has already passed them), and any beyond [`MAX_SAMPLES`].
+    pub fn trim(&mut self, ts: i64) {
+        let cutoff = ts.saturating_sub(self.keep_ms);
+        while let Some(&(t, _)) = self.samples.front() {
+            if t > cutoff && self.samples.len() <= MAX_SAMPLES {
+                break;
+            }
+            self.samples.pop_front();
+            self.dropped += 1;
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.dropped + self.samples.len() as u64
+    }
+
+    fn at(&self, pos: u64) -> (i64, f64) {
+        // A rule's start is never behind `dropped` (see `trim`); `(NEVER, 0)` would only
+        // make a bug visible as an empty window rather than a panic.
+        usize::try_from(pos - self.dropped.min(pos))
+            .ok()
+            .and_then(|i| self.samples.get(i).copied())
+            .unwrap_or((NEVER, 0.0))
+    }
+
+    /// Whether the series has seen `len_ms` of reading time.
     pub fn is_warm(&self, now_ts: i64, len_ms: i64) -> bool {
-        self.first_ts.is_some_and(|f| now_ts - f >= len_ms)
+        self.first_ts != NEVER && now_ts - self.first_ts >= len_ms
     }
 
     pub fn len(&self) -> usize {
@@ -88,48 +96,202 @@ impl Window {
     }
 }
 
+/// One rule's aggregate over the last `len_ms` of a [`Series`], in O(1) amortised.
+///
+/// Sum and mean keep a running sum, recomputed from the samples now and then so that float
+/// error from adding and subtracting cannot build up over months. Max and min keep a
+/// monotonic deque of candidates (boxed: most rules are sums and means and need none).
+#[derive(Clone, Debug, Default)]
+pub struct WindowAgg {
+    /// Stream position of the oldest sample in this rule's window.
+    start: u64,
+    sum: f64,
+    ops_since_resum: u32,
+    #[allow(clippy::box_collection)] // a Box is one word; a VecDeque, four
+    extreme: Option<Box<VecDeque<(i64, f64)>>>,
+}
+
+impl WindowAgg {
+    /// Takes the sample just pushed onto `series` (at `ts`), drops those that fell out of
+    /// the window, and returns the aggregate.
+    pub fn push(&mut self, series: &Series, len_ms: i64, agg: Aggregate) -> f64 {
+        let end = series.end();
+        let Some(&(ts, value)) = series.samples.back() else {
+            return 0.0;
+        };
+        let cutoff = ts.saturating_sub(len_ms);
+        // The new sample is at `end - 1`; the window before it is [start, end - 1).
+        let last = end - 1;
+        self.start = self.start.max(series.dropped);
+        while self.start < last {
+            let (t, v) = series.at(self.start);
+            if t > cutoff && last - self.start < MAX_SAMPLES as u64 {
+                break;
+            }
+            self.start += 1;
+            self.sum -= v;
+            self.ops_since_resum += 1;
+        }
+        self.sum += value;
+        if self.ops_since_resum > 4096 {
+            self.sum = (self.start..end).map(|p| series.at(p).1).sum();
+            self.ops_since_resum = 0;
+        }
+        match agg {
+            Aggregate::Sum => self.sum,
+            Aggregate::Mean => self.sum / (end - self.start) as f64,
+            Aggregate::Max | Aggregate::Min => {
+                let oldest = series.at(self.start).0;
+                let extreme = self.extreme.get_or_insert_with(Default::default);
+                while extreme
+                    .front()
+                    .is_some_and(|&(t, _)| t <= cutoff || t < oldest)
+                {
+                    extreme.pop_front();
+                }
+                let dominated = |old: f64| match agg {
+                    Aggregate::Max => old <= value,
+                    _ => old >= value,
+                };
+                while extreme.back().is_some_and(|&(_, v)| dominated(v)) {
+                    extreme.pop_back();
+                }
+                extreme.push_back((ts, value));
+                extreme.front().map_or(value, |&(_, v)| v)
+            }
+        }
+    }
+
+    /// How many samples this rule's window holds.
+    pub fn len(&self, series: &Series) -> usize {
+        usize::try_from(series.end().saturating_sub(self.start)).unwrap_or(usize::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const H: i64 = 3_600_000;
 
+    /// One rule alone on its series, as the old one-window-per-rule code was.
+    struct Solo {
+        series: Series,
+        agg: WindowAgg,
+        len: i64,
+    }
+
+    impl Solo {
+        fn new(len: i64) -> Solo {
+            Solo {
+                series: Series::new(len),
+                agg: WindowAgg::default(),
+                len,
+            }
+        }
+
+        fn push(&mut self, ts: i64, v: f64, a: Aggregate) -> f64 {
+            self.series.push(ts, v);
+            let x = self.agg.push(&self.series, self.len, a);
+            self.series.trim(ts);
+            x
+        }
+    }
+
     #[test]
     fn sum_drops_samples_older_than_the_window() {
-        let mut w = Window::default();
-        assert_eq!(w.push(0, 30.0, 3 * H, Aggregate::Sum), 30.0);
-        assert_eq!(w.push(H, 30.0, 3 * H, Aggregate::Sum), 60.0);
-        assert_eq!(w.push(2 * H, 30.0, 3 * H, Aggregate::Sum), 90.0);
+        let mut w = Solo::new(3 * H);
+        assert_eq!(w.push(0, 30.0, Aggregate::Sum), 30.0);
+        assert_eq!(w.push(H, 30.0, Aggregate::Sum), 60.0);
+        assert_eq!(w.push(2 * H, 30.0, Aggregate::Sum), 90.0);
         // the sample at 0 is exactly one window old and falls out
-        assert_eq!(w.push(3 * H, 10.0, 3 * H, Aggregate::Sum), 70.0);
-        assert_eq!(w.len(), 3);
+        assert_eq!(w.push(3 * H, 10.0, Aggregate::Sum), 70.0);
+        assert_eq!(w.agg.len(&w.series), 3);
+        assert_eq!(w.series.len(), 3);
     }
 
     #[test]
     fn mean_max_min() {
-        let mut mean = Window::default();
-        let mut max = Window::default();
-        let mut min = Window::default();
+        let mut mean = Solo::new(25);
+        let mut max = Solo::new(25);
+        let mut min = Solo::new(25);
         let data = [(0, 5.0), (10, 9.0), (20, 1.0), (30, 4.0)];
         let mut got = vec![];
         for (t, v) in data {
             got.push((
-                mean.push(t, v, 25, Aggregate::Mean),
-                max.push(t, v, 25, Aggregate::Max),
-                min.push(t, v, 25, Aggregate::Min),
+                mean.push(t, v, Aggregate::Mean),
+                max.push(t, v, Aggregate::Max),
+                min.push(t, v, Aggregate::Min),
             ));
         }
         assert_eq!(got[2], (5.0, 9.0, 1.0));
         // at t=30 the window (5, 30] holds 9, 1, 4
         assert_eq!(got[3], (14.0 / 3.0, 9.0, 1.0));
-        assert_eq!(max.push(40, 2.0, 25, Aggregate::Max), 4.0);
+        assert_eq!(max.push(40, 2.0, Aggregate::Max), 4.0);
     }
 
     #[test]
     fn warm_after_one_window() {
-        let mut w = Window::default();
-        w.push(1000, 1.0, 500, Aggregate::Sum);
-        assert!(!w.is_warm(1200, 500));
-        assert!(w.is_warm(1500, 500));
+        let mut w = Solo::new(500);
+        w.push(1000, 1.0, Aggregate::Sum);
+        assert!(!w.series.is_warm(1200, 500));
+        assert!(w.series.is_warm(1500, 500));
+    }
+
+    /// Rules of 1 h, 3 h and 24 h on one series give what each would alone, and the series
+    /// keeps only the longest window's samples.
+    #[test]
+    fn rules_sharing_a_series_agree_with_rules_alone() {
+        let lens = [H, 3 * H, 24 * H];
+        let aggs = [
+            Aggregate::Sum,
+            Aggregate::Mean,
+            Aggregate::Max,
+            Aggregate::Min,
+        ];
+        let mut shared = Series::new(24 * H);
+        let mut rules: Vec<(i64, Aggregate, WindowAgg, Solo)> = lens
+            .iter()
+            .flat_map(|&l| aggs.iter().map(move |&a| (l, a)))
+            .map(|(l, a)| (l, a, WindowAgg::default(), Solo::new(l)))
+            .collect();
+        // every 7 minutes for three days, with a few readings out of order
+        for i in 0..(3 * 24 * 60 / 7) {
+            let ts = i * 7 * 60_000 - if i % 13 == 0 { 20 * 60_000 } else { 0 };
+            let v = ((i * 37) % 101) as f64 / 10.0;
+            shared.push(ts, v);
+            for (l, a, agg, solo) in &mut rules {
+                let got = agg.push(&shared, *l, *a);
+                let want = solo.push(ts, v, *a);
+                assert!(
+                    (got - want).abs() < 1e-9,
+                    "{a:?} over {l} ms at {ts}: {got} shared, {want} alone"
+                );
+                assert_eq!(agg.len(&shared), solo.agg.len(&solo.series));
+            }
+            shared.trim(ts);
+        }
+        assert!(
+            shared.len() <= 24 * 60 / 7 + 2,
+            "{} samples kept",
+            shared.len()
+        );
+    }
+
+    /// A device faster than MAX_SAMPLES per window: the series and every rule stay bounded.
+    #[test]
+    fn samples_are_capped() {
+        let mut shared = Series::new(24 * H);
+        let mut day = WindowAgg::default();
+        let mut hour = WindowAgg::default();
+        for i in 0..(MAX_SAMPLES as i64 * 2) {
+            shared.push(i * 1000, 1.0);
+            assert!(day.push(&shared, 24 * H, Aggregate::Sum) <= MAX_SAMPLES as f64);
+            assert!(hour.push(&shared, H, Aggregate::Sum) <= 3600.0);
+            shared.trim(i * 1000);
+        }
+        assert_eq!(shared.len(), MAX_SAMPLES);
+        assert_eq!(day.len(&shared), MAX_SAMPLES);
+        assert_eq!(hour.len(&shared), 3600);
     }
 }
