@@ -337,6 +337,19 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
     for (id, sensor) in &sensors {
         check_sensor(&mut p, id, sensor, &catalog);
     }
+    if validation
+        .as_ref()
+        .is_some_and(|v| v.max_sensors < sensors.len())
+    {
+        // Every configured sensor has state from the start: the cap would leave no room.
+        p.push(
+            "validation.max_sensors",
+            format!(
+                "is below the {} sensors configured (under [sensors] and Modbus devices)",
+                sensors.len()
+            ),
+        );
+    }
 
     match (
         gateway, http, sqlite, validation, alerts, broker, modbus, outbox,
