@@ -409,6 +409,7 @@ impl Gateway {
             hub: hub.clone(),
             board: board.clone(),
             alert_outputs: alert_outputs.iter().map(|o| o.status.clone()).collect(),
+            limits: Arc::new(crate::http::limits::HttpLimits::from_config(&config.http)),
             auth: Arc::new(
                 crate::http::auth::Auth::from_config(&config.http.auth)
                     .context("cannot read the API token (http.auth)")?,
@@ -419,6 +420,8 @@ impl Gateway {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
+            // Connect info: the ingest rate limit is per client address.
+            let router = router.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)
                 .await

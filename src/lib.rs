@@ -21,6 +21,7 @@
 //! - [`app`]: wiring: sources → pipeline → store, with bounded channels and commit acks.
 //! - [`demo`]: the default run with a simulated fleet.
 //! - [`backoff`], [`secret`]: retry delays with jitter; secrets from env vars or files.
+//! - [`limits`]: the token bucket behind the ingest rate limits.
 
 pub mod alerts;
 pub mod app;
@@ -32,6 +33,7 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod limits;
 pub mod model;
 pub mod outbox;
 pub mod pipeline;

@@ -94,3 +94,9 @@ pub fn record_commit_latency(seconds: f64, ok: bool) {
         counter!("citygate_store_errors_total", "store" => "sqlite").increment(1);
     }
 }
+
+/// Counts an HTTP request turned away by a limit (`rate_limited`, `body_too_large`,
+/// `too_many_sse_clients`).
+pub fn record_http_rejected(reason: &'static str) {
+    counter!("citygate_http_rejected_total", "reason" => reason).increment(1);
+}

@@ -83,6 +83,26 @@ pub struct HttpConfig {
     /// Bearer-token auth for the API.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Most clients on the SSE alert stream at once; one more is answered 503.
+    #[serde(default = "default_max_sse_clients")]
+    pub max_sse_clients: usize,
+    /// Ingest requests per second each remote IP address (IPv6: each /64) may make,
+    /// sustained; over it, 429 with `Retry-After`. 0 turns the limit off.
+    #[serde(default = "default_ingest_rate_per_ip")]
+    pub ingest_rate_per_ip: f64,
+    /// Ingest requests a remote IP address that was quiet may make at once, above the rate.
+    #[serde(default = "default_ingest_burst_per_ip")]
+    pub ingest_burst_per_ip: u32,
+}
+
+fn default_max_sse_clients() -> usize {
+    100
+}
+fn default_ingest_rate_per_ip() -> f64 {
+    50.0
+}
+fn default_ingest_burst_per_ip() -> u32 {
+    200
 }
 
 /// `[http.auth]`: with a token set, every changing call (POST: ingest, alert ack) needs
@@ -170,6 +190,36 @@ pub struct ValidationConfig {
     pub flatline_count: u32,
     /// ...spanning at least this long.
     pub flatline_duration: Dur,
+    /// Most distinct sensors the gateway keeps state for, configured ones included. With
+    /// `unknown_sensor = "accept"`, a new sensor id past it is a dead letter
+    /// (`too_many_sensors`) and leaves no state behind; known sensors carry on.
+    #[serde(default = "default_max_sensors")]
+    pub max_sensors: usize,
+    /// Longest sensor id, in bytes, a new sensor may have (`sensor_id_too_long`).
+    #[serde(default = "default_max_sensor_id_len")]
+    pub max_sensor_id_len: usize,
+    /// Readings per second each sensor may send over MQTT, sustained; past it (and its
+    /// burst) readings are dead letters (`rate_limited`). 0 turns the limit off. HTTP ingest
+    /// is limited per client address instead (`http.ingest_rate_per_ip`).
+    #[serde(default = "default_sensor_rate")]
+    pub sensor_rate: f64,
+    /// Readings a sensor that was quiet may send over MQTT at once, above `sensor_rate`:
+    /// room for a device's backlog after an outage.
+    #[serde(default = "default_sensor_burst")]
+    pub sensor_burst: u32,
+}
+
+fn default_max_sensors() -> usize {
+    200_000
+}
+fn default_max_sensor_id_len() -> usize {
+    128
+}
+fn default_sensor_rate() -> f64 {
+    100.0
+}
+fn default_sensor_burst() -> u32 {
+    20_000
 }
 
 /// How alerts are shown and where they are delivered.

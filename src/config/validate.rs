@@ -274,6 +274,15 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         if h.max_body_bytes == 0 {
             p.push("http.max_body_bytes", "must be greater than 0");
         }
+        if h.max_sse_clients == 0 {
+            p.push("http.max_sse_clients", "must be at least 1");
+        }
+        if !(h.ingest_rate_per_ip >= 0.0 && h.ingest_rate_per_ip.is_finite()) {
+            p.push(
+                "http.ingest_rate_per_ip",
+                "must be a number of requests per second, 0 or more (0: no limit)",
+            );
+        }
         let token = h.auth.token_source();
         for (key, message) in token.problems() {
             p.push(format!("http.auth.{key}"), message);
@@ -297,6 +306,18 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         if v.flatline_count < 2 {
             p.push("validation.flatline_count", "must be at least 2");
         }
+        if v.max_sensors == 0 {
+            p.push("validation.max_sensors", "must be at least 1");
+        }
+        if v.max_sensor_id_len == 0 {
+            p.push("validation.max_sensor_id_len", "must be at least 1");
+        }
+        if !(v.sensor_rate >= 0.0 && v.sensor_rate.is_finite()) {
+            p.push(
+                "validation.sensor_rate",
+                "must be a number of readings per second, 0 or more (0: no limit)",
+            );
+        }
         for (key, d) in [
             ("max_future_skew", v.max_future_skew),
             ("max_age", v.max_age),
@@ -315,6 +336,19 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
     }
     for (id, sensor) in &sensors {
         check_sensor(&mut p, id, sensor, &catalog);
+    }
+    if validation
+        .as_ref()
+        .is_some_and(|v| v.max_sensors < sensors.len())
+    {
+        // Every configured sensor has state from the start: the cap would leave no room.
+        p.push(
+            "validation.max_sensors",
+            format!(
+                "is below the {} sensors configured (under [sensors] and Modbus devices)",
+                sensors.len()
+            ),
+        );
     }
 
     match (

@@ -6,6 +6,7 @@
 pub mod auth;
 mod console;
 mod ingest;
+pub mod limits;
 mod query;
 mod sensors;
 mod stream;
@@ -48,6 +49,8 @@ pub struct AppState {
     /// The alert outputs (MQTT, webhooks), for `/health`.
     pub alert_outputs: Arc<[Arc<crate::alerts::output::OutputStatus>]>,
     pub auth: Arc<auth::Auth>,
+    /// Ingest rate per client address, SSE clients, body size.
+    pub limits: Arc<limits::HttpLimits>,
     /// Turns true when the gateway stops: long-lived responses (SSE) end then.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -57,12 +60,19 @@ pub struct AppState {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+    // Only ingest is rate limited: it is what writes, and what a device loop hammers.
+    let ingest = Router::new()
         .route("/api/v1/ingest", post(ingest::ingest))
         .route(
             "/api/v1/ingest/{sensor}/{metric}",
             post(ingest::ingest_value),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_ingest,
+        ));
+    Router::new()
+        .merge(ingest)
         .route("/api/v1/readings", get(query::readings))
         .route("/api/v1/sensors", get(sensors::list))
         .route("/api/v1/sensors/summary", get(sensors::summary))
@@ -83,6 +93,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             auth::require,
         ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            limits::body_limit_as_json,
+        ))
         .with_state(state)
 }
 

@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tracing::debug;
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::alerts::{AlertMessage, AlertView};
 use crate::sinks::sqlite::SequencedEvent;
 
@@ -30,13 +30,20 @@ const CATCH_UP_PAGE: usize = 1000;
 const CLIENT_QUEUE: usize = 256;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-pub async fn stream(State(st): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn stream(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    // Taken before anything else and held by the feed task: the slot frees when the client
+    // leaves or the gateway stops.
+    let slot = st.limits.sse_slot()?;
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
     let (tx, rx) = mpsc::channel::<Event>(CLIENT_QUEUE);
     tokio::spawn(async move {
+        let _slot = slot;
         let _client = ClientGauge::new();
         let mut stopping = st.stopping.clone();
         // The feed ends when the client leaves (its queue closes) or the gateway stops: an
@@ -52,7 +59,7 @@ pub async fn stream(State(st): State<AppState>, headers: HeaderMap) -> impl Into
     let events = stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive"))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEPALIVE).text("keepalive")))
 }
 
 /// The client disconnected (or the gateway is stopping).

@@ -22,6 +22,7 @@ use rustc_hash::FxHashMap;
 
 use crate::catalog::{Catalog, SensorProfile, ValueSource};
 use crate::config::{Config, SuspectPolicy, UnknownPolicy};
+use crate::limits::{Rate, TokenBucket};
 use crate::model::{
     Alert, AlertState, Batch, DeadLetter, DeviceHealth, Reading, Tags, TimestampMs,
 };
@@ -43,6 +44,12 @@ pub struct Settings {
     pub flatline_count: u32,
     pub flatline_ms: i64,
     pub fault_alerts: bool,
+    /// Most sensors with state; a new one past it is rejected (`too_many_sensors`).
+    pub max_sensors: usize,
+    /// Longest id a new sensor may have, in bytes.
+    pub max_sensor_id_len: usize,
+    /// Each sensor's limit on readings that came over MQTT; `None`: no limit.
+    pub sensor_rate: Option<Rate>,
 }
 
 impl Settings {
@@ -57,6 +64,9 @@ impl Settings {
             flatline_count: v.flatline_count,
             flatline_ms: v.flatline_duration.as_millis(),
             fault_alerts: c.alerts.sensor_fault_alerts,
+            max_sensors: v.max_sensors,
+            max_sensor_id_len: v.max_sensor_id_len,
+            sensor_rate: Rate::new(v.sensor_rate, v.sensor_burst),
         }
     }
 }
@@ -144,6 +154,8 @@ struct SensorState {
     /// A polled device that stopped answering; while it is active the deadman stays quiet,
     /// since the cause is already known.
     device: Option<ActiveAlert>,
+    /// The sensor's MQTT rate limit, made on its first reading over MQTT.
+    bucket: Option<TokenBucket>,
 }
 
 impl SensorState {
@@ -174,6 +186,7 @@ impl SensorState {
             last_seen: now,
             offline: None,
             device: None,
+            bucket: None,
         }
     }
 
@@ -276,8 +289,12 @@ impl Pipeline {
     /// list but that was accepted before), so that its deadman and alerts carry on.
     pub fn restore_sensor(&mut self, id: &str, kind: &str, tags: Option<Tags>, now: TimestampMs) {
         // Under `unknown_sensor = "reject"` a sensor the config does not list is not welcome,
-        // whatever an earlier run with another policy accepted.
-        if self.sensors.contains_key(id) || self.settings.unknown_sensor == UnknownPolicy::Reject {
+        // whatever an earlier run with another policy accepted; past a lowered `max_sensors`,
+        // the ones restored first keep their place and the rest are rejected when they report.
+        if self.sensors.contains_key(id)
+            || self.settings.unknown_sensor == UnknownPolicy::Reject
+            || self.sensors.len() >= self.settings.max_sensors
+        {
             return;
         }
         if let Some(profile) = self.catalog.unlisted(kind, tags) {
@@ -351,9 +368,16 @@ impl Pipeline {
         // A payload's raw bytes go with its first rejection only: a megabyte of line protocol
         // whose every line is rejected must not be stored once per line.
         let mut raw_kept = vec![false; payloads.len()];
+        // The gateway cannot tell MQTT publishers apart, so over MQTT each sensor is limited;
+        // HTTP is limited per client address before it gets here, and Modbus is polled at the
+        // gateway's own pace.
+        let rate = self
+            .settings
+            .sensor_rate
+            .filter(|_| source.starts_with("mqtt:"));
         for reading in readings {
             out.stats.received += 1;
-            match self.check(reading, now, &mut out) {
+            match self.check(reading, now, rate.as_ref(), &mut out) {
                 Ok(r) => {
                     out.stats.accepted += 1;
                     if r.quality == crate::model::Quality::Suspect {
@@ -498,17 +522,25 @@ impl Pipeline {
     #[allow(clippy::result_large_err)]
     fn check(
         &mut self,
-        r: Reading,
+        mut r: Reading,
         now: TimestampMs,
+        rate: Option<&Rate>,
         out: &mut Output,
     ) -> Result<Reading, (Reading, &'static str, String)> {
         let fresh = !self.sensors.contains_key(r.sensor.as_str());
         if fresh {
             if let Err((reason, detail)) = self.register(&r, now, out) {
+                if reason == "sensor_id_too_long" {
+                    // The dead letter keeps the id's start; the detail says how long it was.
+                    r.sensor = cut_id(&r.sensor, self.settings.max_sensor_id_len);
+                }
                 return Err((r, reason, detail));
             }
         }
-        let result = self.check_known(r, now, out);
+        let result = match self.take_token(&r, now, rate) {
+            Ok(()) => self.check_known(r, now, out),
+            Err(detail) => Err((r, "rate_limited", detail)),
+        };
         if fresh {
             if let Err((r, _, _)) = &result {
                 self.sensors.remove(r.sensor.as_str());
@@ -516,6 +548,28 @@ impl Pipeline {
             }
         }
         result
+    }
+
+    /// Spends one of the sensor's MQTT tokens on this reading.
+    fn take_token(
+        &mut self,
+        r: &Reading,
+        now: TimestampMs,
+        rate: Option<&Rate>,
+    ) -> Result<(), String> {
+        let (Some(rate), Some(state)) = (rate, self.sensors.get_mut(r.sensor.as_str())) else {
+            return Ok(());
+        };
+        let bucket = state
+            .bucket
+            .get_or_insert_with(|| TokenBucket::full(rate, now));
+        bucket.take(rate, now).map_err(|wait_ms| {
+            format!(
+                "sensor {} sends more than validation.sensor_rate ({} readings/s, burst {}); \
+                 the next reading is taken in {wait_ms} ms",
+                r.sensor, rate.per_second, rate.burst
+            )
+        })
     }
 
     #[allow(clippy::result_large_err)]
@@ -683,6 +737,16 @@ impl Pipeline {
                 ),
             ));
         }
+        if r.sensor.len() > self.settings.max_sensor_id_len {
+            return Err((
+                "sensor_id_too_long",
+                format!(
+                    "a sensor id of {} bytes is longer than validation.max_sensor_id_len ({})",
+                    r.sensor.len(),
+                    self.settings.max_sensor_id_len
+                ),
+            ));
+        }
         if r.kind.is_empty() {
             return Err((
                 "unknown_sensor",
@@ -704,6 +768,18 @@ impl Pipeline {
                 ),
             ));
         };
+        // Checked last, so that a reading that would be rejected anyway says its own reason.
+        if self.sensors.len() >= self.settings.max_sensors {
+            return Err((
+                "too_many_sensors",
+                format!(
+                    "sensor {} is new, and the gateway already keeps state for {} sensors \
+                     (validation.max_sensors)",
+                    r.sensor,
+                    self.sensors.len()
+                ),
+            ));
+        }
         out.new_sensors.push(NewSensor {
             id: r.sensor.clone(),
             kind: profile.kind.name.clone(),
@@ -714,6 +790,15 @@ impl Pipeline {
             .insert(r.sensor.clone(), SensorState::new(profile, now.min(r.ts)));
         Ok(())
     }
+}
+
+/// The longest prefix of a sensor id of at most `max` bytes, cut on a character boundary.
+fn cut_id(id: &str, max: usize) -> CompactString {
+    let mut end = id.len().min(max);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    CompactString::from(&id[..end])
 }
 
 /// Evaluates the rules that watch metric `m` of a sensor, for one accepted reading.

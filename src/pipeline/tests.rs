@@ -987,3 +987,150 @@ fn evaluate_rules_only_raises_what_process_would() {
     let via_process = feed(&mut q, breach);
     assert_eq!(events(&via_process, "level"), events(&out, "level"));
 }
+
+fn feed_from(p: &mut Pipeline, source: &str, readings: Vec<Reading>, now: i64) -> Output {
+    p.process(
+        Batch {
+            source: source.into(),
+            received_at: now,
+            readings,
+            payloads: vec![Bytes::from_static(b"raw")],
+            dead_letters: vec![],
+            devices: vec![],
+        },
+        now,
+    )
+}
+
+fn reasons(out: &Output) -> Vec<(&'static str, String)> {
+    out.dead_letters
+        .iter()
+        .map(|d| (d.reason, d.sensor.as_deref().unwrap_or("").to_string()))
+        .collect()
+}
+
+#[test]
+fn new_sensors_past_max_sensors_are_rejected_and_leave_no_state() {
+    let t = t0();
+    let mut p = pipeline_with("[validation]\nmax_sensors = 3\n");
+    let at = |id: &str, v: f64| Reading::new(id, "tk", "level", v, t + v as i64 * MIN);
+    // a new id rejected for another reason takes no place
+    let out = feed_from(&mut p, "test", vec![at("bad", 1000.0)], t);
+    assert_eq!(reasons(&out), vec![("out_of_range", "bad".to_string())]);
+    let out = feed_from(
+        &mut p,
+        "test",
+        vec![at("a", 1.0), at("b", 1.0), at("c", 1.0), at("d", 1.0)],
+        t,
+    );
+    assert_eq!(out.stats.accepted, 3);
+    assert_eq!(reasons(&out), vec![("too_many_sensors", "d".to_string())]);
+    assert!(
+        out.dead_letters[0]
+            .detail
+            .contains("validation.max_sensors"),
+        "{}",
+        out.dead_letters[0].detail
+    );
+    let registered: Vec<&str> = out.new_sensors.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(registered, vec!["a", "b", "c"]);
+    assert_eq!(p.sensor_count(), 3);
+    // the known ones carry on; new ones stay out
+    let out = feed_from(
+        &mut p,
+        "test",
+        vec![at("a", 2.0), at("e", 1.0), at("c", 2.0)],
+        t + MIN,
+    );
+    assert_eq!(out.stats.accepted, 2);
+    assert_eq!(reasons(&out), vec![("too_many_sensors", "e".to_string())]);
+    assert!(out.new_sensors.is_empty());
+    assert_eq!(p.sensor_count(), 3);
+}
+
+#[test]
+fn a_new_sensor_id_over_max_sensor_id_len_is_rejected_with_its_start_kept() {
+    let t = t0();
+    let mut p = pipeline_with("[validation]\nmax_sensor_id_len = 8\n");
+    let out = feed_from(
+        &mut p,
+        "test",
+        vec![
+            Reading::new("abcdefgh", "tk", "level", 1.0, t),
+            Reading::new("abcdefghi", "tk", "level", 1.0, t),
+            Reading::new("abcdefgé", "tk", "level", 1.0, t),
+        ],
+        t,
+    );
+    assert_eq!(out.stats.accepted, 1);
+    assert_eq!(
+        reasons(&out),
+        vec![
+            ("sensor_id_too_long", "abcdefgh".to_string()),
+            ("sensor_id_too_long", "abcdefg".to_string()),
+        ]
+    );
+    assert_eq!(
+        out.dead_letters[0].detail,
+        "a sensor id of 9 bytes is longer than validation.max_sensor_id_len (8)"
+    );
+    assert_eq!(p.sensor_count(), 1);
+}
+
+#[test]
+fn each_sensor_is_rate_limited_over_mqtt_only() {
+    let t = t0();
+    let mut p = pipeline_with("[validation]\nsensor_rate = 1.0\nsensor_burst = 3\n");
+    let five = |id: &str, from: i64| -> Vec<Reading> {
+        (0..5)
+            .map(|i| Reading::new(id, "tk", "rain", 1.0, from + i * 1000))
+            .collect()
+    };
+    let out = feed_from(&mut p, "mqtt:x", five("m1", t - HOUR), t);
+    assert_eq!(out.stats.accepted, 3, "the burst");
+    assert_eq!(
+        reasons(&out),
+        vec![
+            ("rate_limited", "m1".to_string()),
+            ("rate_limited", "m1".to_string())
+        ]
+    );
+    assert!(
+        out.dead_letters[0].detail.contains("in 1000 ms"),
+        "{}",
+        out.dead_letters[0].detail
+    );
+    // another sensor has its own bucket
+    let out = feed_from(&mut p, "mqtt:x", five("m2", t - HOUR).split_off(2), t);
+    assert_eq!(out.stats.accepted, 3);
+    // a second later, one more token
+    let out = feed_from(&mut p, "mqtt:x", five("m1", t - HOUR + MIN), t + 1000);
+    assert_eq!(out.stats.accepted, 1);
+    assert_eq!(out.dead_letters.len(), 4);
+    // HTTP is limited per client address instead, and Modbus not at all
+    let out = feed_from(&mut p, "http", five("m1", t - HOUR + 2 * MIN), t + 1000);
+    assert_eq!(out.stats.accepted, 5);
+    let out = feed_from(&mut p, "modbus", five("m1", t - HOUR + 3 * MIN), t + 1000);
+    assert_eq!(out.stats.accepted, 5);
+}
+
+#[test]
+fn restored_sensors_respect_max_sensors() {
+    let t = t0();
+    let mut p = pipeline_with("[validation]\nmax_sensors = 2\n");
+    for id in ["r1", "r2", "r3"] {
+        p.restore_sensor(id, "tk", None, t);
+    }
+    assert_eq!(p.sensor_count(), 2);
+    let out = feed_from(
+        &mut p,
+        "test",
+        vec![
+            Reading::new("r1", "tk", "level", 1.0, t),
+            Reading::new("r3", "tk", "level", 1.0, t),
+        ],
+        t,
+    );
+    assert_eq!(out.stats.accepted, 1);
+    assert_eq!(reasons(&out), vec![("too_many_sensors", "r3".to_string())]);
+}

@@ -124,6 +124,24 @@ impl GatewayProcess {
         self.spawn();
     }
 
+    /// A field of the running process's `/proc/<pid>/status` in KiB, e.g. `VmHWM` (peak RSS)
+    /// or `VmRSS`; `None` when it is not running or not on Linux.
+    pub fn proc_status_kib(&self, field: &str) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|l| {
+            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+            rest.trim().strip_suffix("kB")?.trim().parse().ok()
+        })
+    }
+
+    /// Peak RSS so far (VmHWM), in KiB; panics if it cannot be read, so that a test that
+    /// reports memory never reports nothing.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM")
+            .expect("VmHWM of the gateway from /proc/<pid>/status")
+    }
+
     /// Everything the gateway wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

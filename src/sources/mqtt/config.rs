@@ -59,6 +59,10 @@ pub struct MqttConfig {
     /// Largest payload accepted; a larger message is a dead letter (`payload_too_large`).
     #[serde(default = "default_max_packet_size")]
     pub max_packet_size: usize,
+    /// Longest topic accepted, in bytes; a message on a longer one is a dead letter
+    /// (`topic_too_long`) and is not routed.
+    #[serde(default = "default_max_topic_len")]
+    pub max_topic_len: usize,
     /// Start a fresh session instead of resuming the persistent one (loses what the broker
     /// kept while the gateway was away).
     #[serde(default)]
@@ -144,6 +148,9 @@ fn default_keepalive() -> Dur {
 }
 fn default_max_packet_size() -> usize {
     256 * 1024
+}
+fn default_max_topic_len() -> usize {
+    256
 }
 fn default_session_expiry() -> Dur {
     Dur::secs(7 * 24 * 3600)

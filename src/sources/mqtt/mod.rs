@@ -108,6 +108,9 @@ pub fn check_config(mqtt: &[(usize, MqttConfig)], kinds: &BTreeSet<String>) -> V
         if m.max_packet_size < 1024 {
             push(at("max_packet_size"), "must be at least 1024 bytes".into());
         }
+        if m.max_topic_len == 0 {
+            push(at("max_topic_len"), "must be at least 1 byte".into());
+        }
         for (j, r) in m.routes.iter().enumerate() {
             let at = |key: &str| format!("mqtt[{i}].routes[{j}].{key}");
             match Pattern::parse(&r.topic) {

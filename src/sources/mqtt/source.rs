@@ -407,6 +407,7 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
         source: CompactString::from(format!("mqtt:{}", settings.cfg.name)),
         router,
         max_payload: settings.cfg.max_packet_size,
+        max_topic_len: settings.cfg.max_topic_len,
         status: status.clone(),
     };
     let (client, event_loop) = match settings.cfg.protocol {
@@ -611,11 +612,23 @@ pub(super) struct Decoder {
     pub source: CompactString,
     pub router: Router,
     pub max_payload: usize,
+    pub max_topic_len: usize,
     pub status: Arc<SourceStatus>,
 }
 
 /// How much of an oversize payload is kept in its dead letter.
 const OVERSIZE_RAW_KEEP: usize = 1024;
+/// How much of an overlong topic its dead letter's detail shows.
+const TOPIC_SHOWN: usize = 64;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut_at_char(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 impl Decoder {
     fn dead(
@@ -650,6 +663,23 @@ impl Decoder {
                 )
             }
         };
+        if topic.len() > self.max_topic_len {
+            // Checked before routing, so that a hostile topic costs no matching work, and its
+            // captures (sensor id, tags) never reach the pipeline.
+            let shown = cut_at_char(topic, TOPIC_SHOWN);
+            return self.dead(
+                batch,
+                received_at,
+                "topic_too_long",
+                format!(
+                    "topic of {} bytes is longer than max_topic_len ({} bytes); it starts {shown:?}",
+                    topic.len(),
+                    self.max_topic_len
+                ),
+                payload.slice(..payload.len().min(OVERSIZE_RAW_KEEP)),
+                None,
+            );
+        }
         let Some(route) = self.router.resolve(topic) else {
             return self.dead(
                 batch,
@@ -916,8 +946,43 @@ mod tests {
             source: "mqtt:t".into(),
             router: Router::new(&routes).expect("routes"),
             max_payload,
+            max_topic_len: 64,
             status: Arc::new(SourceStatus::new("t", "mqtt://x:1")),
         }
+    }
+
+    #[test]
+    fn a_topic_over_max_topic_len_is_a_dead_letter_before_routing() {
+        let d = decoder(1024);
+        let mut batch = Batch::default();
+        let mut errors = Vec::new();
+        // 64 bytes exactly is still routed; one more (a two-byte character across the limit
+        // too) is not
+        let sensor_64 = "s".repeat(64 - "city/east/noise/".len());
+        let long = format!("city/east/noise/{}é", "s".repeat(47));
+        assert_eq!(format!("city/east/noise/{sensor_64}").len(), 64);
+        d.add(
+            &mut batch,
+            &msg(
+                &format!("city/east/noise/{sensor_64}"),
+                r#"{"laeq":50}"#,
+                None,
+            ),
+            &mut errors,
+        );
+        d.add(&mut batch, &msg(&long, r#"{"laeq":50}"#, None), &mut errors);
+        assert_eq!(batch.readings.len(), 1);
+        assert_eq!(batch.readings[0].sensor, sensor_64.as_str());
+        assert_eq!(batch.dead_letters.len(), 1);
+        let dl = &batch.dead_letters[0];
+        assert_eq!((dl.reason, dl.sensor.as_deref()), ("topic_too_long", None));
+        assert!(
+            dl.detail
+                .starts_with("topic of 65 bytes is longer than max_topic_len (64 bytes)"),
+            "{}",
+            dl.detail
+        );
+        assert_eq!(d.status.snapshot().dead_lettered, 1);
     }
 
     fn msg(topic: &str, payload: &str, ts: Option<TimestampMs>) -> Message {

@@ -1,0 +1,107 @@
+//! Rate limits against hostile or broken input: a token bucket, driven by the caller's clock
+//! (the pipeline has none of its own), shared by the per-sensor MQTT limit and the per-IP HTTP
+//! ingest limit.
+
+use crate::model::TimestampMs;
+
+/// A sustained rate with a burst allowance. `per_second == 0` means no limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// Tokens added per second.
+    pub per_second: f64,
+    /// Most tokens a bucket holds: what an idle client may spend at once.
+    pub burst: f64,
+}
+
+impl Rate {
+    pub fn new(per_second: f64, burst: u32) -> Option<Rate> {
+        (per_second > 0.0 && per_second.is_finite()).then(|| Rate {
+            per_second,
+            // A burst below one token would never admit anything.
+            burst: f64::from(burst).max(1.0),
+        })
+    }
+}
+
+/// One client's bucket. It starts full, so a client that was quiet may burst.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    at: TimestampMs,
+}
+
+impl TokenBucket {
+    pub fn full(rate: &Rate, now: TimestampMs) -> TokenBucket {
+        TokenBucket {
+            tokens: rate.burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, rate: &Rate, now: TimestampMs) {
+        // A clock that steps back adds nothing rather than taking tokens away.
+        let elapsed_ms = (now - self.at).max(0);
+        self.tokens = (self.tokens + elapsed_ms as f64 * rate.per_second / 1000.0).min(rate.burst);
+        self.at = self.at.max(now);
+    }
+
+    /// Takes one token, or says how many milliseconds until one is there.
+    pub fn take(&mut self, rate: &Rate, now: TimestampMs) -> Result<(), u64> {
+        self.refill(rate, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let missing = 1.0 - self.tokens;
+            // Less a hair, so that float residue does not round 1.000…1 ms up to 2.
+            Err((missing * 1000.0 / rate.per_second - 1e-6).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Whether the bucket has refilled completely: forgetting it then changes nothing.
+    pub fn is_full(&self, rate: &Rate, now: TimestampMs) -> bool {
+        let mut b = *self;
+        b.refill(rate, now);
+        b.tokens >= rate.burst
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_admits_its_burst_then_the_rate() {
+        let rate = Rate::new(2.0, 3).expect("a limit");
+        let mut b = TokenBucket::full(&rate, 0);
+        for _ in 0..3 {
+            assert_eq!(b.take(&rate, 0), Ok(()));
+        }
+        assert_eq!(b.take(&rate, 0), Err(500), "one token every 500 ms");
+        assert_eq!(b.take(&rate, 499), Err(1));
+        assert_eq!(b.take(&rate, 500), Ok(()));
+        assert!(!b.is_full(&rate, 500));
+        assert!(b.is_full(&rate, 2000), "3 tokens back after 1.5 s");
+        // never more than the burst, however long it was idle
+        for _ in 0..3 {
+            assert_eq!(b.take(&rate, 1_000_000), Ok(()));
+        }
+        assert!(b.take(&rate, 1_000_000).is_err());
+    }
+
+    #[test]
+    fn a_clock_stepping_back_adds_nothing() {
+        let rate = Rate::new(1.0, 1).expect("a limit");
+        let mut b = TokenBucket::full(&rate, 10_000);
+        assert_eq!(b.take(&rate, 10_000), Ok(()));
+        assert!(b.take(&rate, 5_000).is_err());
+        assert!(b.take(&rate, 10_500).is_err());
+        assert_eq!(b.take(&rate, 11_000), Ok(()));
+    }
+
+    #[test]
+    fn zero_is_no_limit() {
+        assert_eq!(Rate::new(0.0, 10), None);
+        assert_eq!(Rate::new(f64::NAN, 10), None);
+    }
+}
