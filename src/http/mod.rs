@@ -8,6 +8,7 @@ mod console;
 mod ingest;
 mod query;
 mod sensors;
+pub mod serve;
 mod stream;
 
 use std::path::PathBuf;
