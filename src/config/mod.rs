@@ -73,12 +73,13 @@ pub struct GatewayConfig {
     /// On SIGTERM or Ctrl-C, how long the gateway may take to stop taking input and commit
     /// what it took; after this it exits anyway and logs what was left (uncommitted input is
     /// not acknowledged, so a QoS 1 publisher or a retrying HTTP client sends it again).
+    /// Keep it below the service manager's own stop timeout (systemd's unit allows 30 s).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: Dur,
 }
 
 fn default_shutdown_timeout() -> Dur {
-    Dur::secs(30)
+    Dur::secs(20)
 }
 
 /// The HTTP API.
