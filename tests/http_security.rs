@@ -271,3 +271,21 @@ async fn while_stopping_ingest_gets_503_and_reads_are_served() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_that_cannot_finish_gives_up_after_its_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = start(dir.path(), "").await;
+    // A source that never lets go of its handle keeps the pipeline from draining.
+    let held = g.ingest();
+    let result = tokio::time::timeout(DEADLINE, g.shutdown_within(Duration::from_secs(1)))
+        .await
+        .expect("shutdown_within returned before the deadline");
+    let err = format!("{:#}", result.expect_err("the shutdown cannot finish"));
+    assert!(
+        err.contains("did not finish within 1s")
+            && err.contains("committing the pipeline's last batches"),
+        "{err}"
+    );
+    drop(held);
+}
