@@ -206,6 +206,8 @@ pub struct Gateway {
     stop_http: watch::Sender<bool>,
     /// True once shutdown begins: changing HTTP calls (ingest, ack) get 503 from then on.
     drain_http: watch::Sender<bool>,
+    /// True once the HTTP handlers must let go of the pipeline (every call gets 503).
+    release_http: watch::Sender<bool>,
     http: tokio::task::JoinHandle<()>,
     pipeline: tokio::task::JoinHandle<()>,
     store: std::thread::JoinHandle<()>,
@@ -400,8 +402,9 @@ impl Gateway {
         };
         let addr = listener.local_addr().context("listener has no address")?;
         let (stop_http, _) = watch::channel(false);
+        let (release_http, _) = watch::channel(false);
         let state = crate::http::AppState {
-            stopping: stop_http.subscribe(),
+            stopping: release_http.subscribe(),
             ingest: ingest.clone(),
             reader: reader.clone(),
             catalog,
@@ -423,6 +426,7 @@ impl Gateway {
         let (drain_http, draining) = watch::channel(false);
         let signals = crate::http::serve::Signals {
             draining,
+            release: release_http.subscribe(),
             stop: stop_http.subscribe(),
         };
         let http = tokio::spawn(crate::http::serve::serve(
@@ -446,6 +450,7 @@ impl Gateway {
             modbus,
             stop_http,
             drain_http,
+            release_http,
             http,
             pipeline,
             store,
@@ -579,9 +584,10 @@ impl Gateway {
         }
         at("stopping the Modbus polling");
         self.modbus.stop().await;
-        at("closing the HTTP API");
-        let _ = self.stop_http.send(true);
-        let _ = self.http.await;
+        // The HTTP API lets go of the pipeline (SSE streams end, requests in flight finish,
+        // everything else gets 503) but keeps listening until the end, so that a client
+        // gets an answer rather than a refused connection while the rest is flushed.
+        let _ = self.release_http.send(true);
         drop(self.ingest);
         at("committing the pipeline's last batches");
         let pipeline = self.pipeline.await.context("pipeline task failed");
@@ -607,6 +613,9 @@ impl Gateway {
         for output in self.alert_outputs {
             output.join().await;
         }
+        at("closing the HTTP API");
+        let _ = self.stop_http.send(true);
+        let _ = self.http.await;
         pipeline?;
         store?;
         Ok(())

@@ -112,15 +112,21 @@ impl ServeOptions {
     }
 }
 
-/// The two signals the gateway's shutdown sends: `draining` first (changing calls get 503,
-/// reads are still served), then `stop` (the listener closes, connections finish and close).
+/// The signals the gateway's shutdown sends, in order: `draining` (changing calls get 503,
+/// reads are still served), `release` (the router, and with it every handle into the
+/// pipeline, is let go so that the pipeline can drain; every call gets 503 from then on),
+/// and `stop` (the listener closes, connections finish and close). Between `release` and
+/// `stop` the gateway commits and flushes, and a client gets a quick 503 rather than a
+/// refused connection or a hang.
 pub struct Signals {
     pub draining: watch::Receiver<bool>,
+    pub release: watch::Receiver<bool>,
     pub stop: watch::Receiver<bool>,
 }
 
 struct Shared {
-    router: Router,
+    /// `None` once released.
+    router: std::sync::RwLock<Option<Router>>,
     opts: ServeOptions,
     draining: watch::Receiver<bool>,
 }
@@ -129,14 +135,20 @@ struct Shared {
 /// request timeout) for the requests in progress to finish.
 pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, signals: Signals) {
     let shared = Arc::new(Shared {
-        router,
+        router: std::sync::RwLock::new(Some(router)),
         opts,
         draining: signals.draining,
     });
     let mut stop = signals.stop.clone();
+    let mut release = signals.release;
+    let mut released = false;
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
+            _ = stopped(&mut release), if !released => {
+                released = true;
+                *shared.router.write().unwrap_or_else(|e| e.into_inner()) = None;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     counter!("citygate_http_connections_total").increment(1);
@@ -312,19 +324,16 @@ async fn handle(
     // What `into_make_service_with_connect_info` would give: handlers may extract the peer.
     req.extensions_mut().insert(ConnectInfo(peer));
     let draining = *shared.draining.borrow();
-    let response = if draining && !matches!(*req.method(), Method::GET | Method::HEAD) {
-        counter!("citygate_http_refused_while_stopping_total").increment(1);
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "5")],
-            Json(json!({
-                "error": "the gateway is shutting down; send this again later",
-                "reason": "shutting_down",
-            })),
-        )
-            .into_response()
+    let router = if draining && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        None
     } else {
-        let mut router = shared.router.clone();
+        shared
+            .router
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    };
+    let response = if let Some(mut router) = router {
         match tokio::time::timeout(
             shared.opts.request_timeout,
             tower_service::Service::call(&mut router, req),
@@ -349,6 +358,17 @@ async fn handle(
                     .into_response()
             }
         }
+    } else {
+        counter!("citygate_http_refused_while_stopping_total").increment(1);
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            Json(json!({
+                "error": "the gateway is shutting down; send this again later",
+                "reason": "shutting_down",
+            })),
+        )
+            .into_response()
     };
     Ok(response.map(|body| {
         Body::new(Guarded {
