@@ -204,6 +204,10 @@ pub struct Gateway {
     mqtt: Vec<crate::sources::mqtt::MqttSource>,
     modbus: crate::sources::modbus::ModbusSource,
     stop_http: watch::Sender<bool>,
+    /// True once shutdown begins: changing HTTP calls (ingest, ack) get 503 from then on.
+    drain_http: watch::Sender<bool>,
+    /// True once the HTTP handlers must let go of the pipeline (every call gets 503).
+    release_http: watch::Sender<bool>,
     http: tokio::task::JoinHandle<()>,
     pipeline: tokio::task::JoinHandle<()>,
     store: std::thread::JoinHandle<()>,
@@ -385,6 +389,9 @@ impl Gateway {
         }
         let modbus_status: Arc<[_]> = modbus.status().iter().cloned().collect();
 
+        // Before binding, so that a bad certificate fails the start with nothing listening.
+        let serve_opts = crate::http::serve::ServeOptions::from_config(&config.http)
+            .context("cannot set up HTTPS (http.tls)")?;
         let listener = match listener {
             Some(l) => l,
             None => TcpListener::bind(config.http.listen)
@@ -394,9 +401,10 @@ impl Gateway {
                 })?,
         };
         let addr = listener.local_addr().context("listener has no address")?;
-        let (stop_http, mut stopped) = watch::channel(false);
+        let (stop_http, _) = watch::channel(false);
+        let (release_http, _) = watch::channel(false);
         let state = crate::http::AppState {
-            stopping: stop_http.subscribe(),
+            stopping: release_http.subscribe(),
             ingest: ingest.clone(),
             reader: reader.clone(),
             catalog,
@@ -416,20 +424,24 @@ impl Gateway {
             ),
         };
         let router = crate::http::router(state, config.http.max_body_bytes);
-        let http = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            // Connect info: the ingest rate limit is per client address.
-            let router = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                error!(error = %e, "HTTP server failed");
-            }
-        });
-        info!(%addr, "HTTP API listening");
+        let (drain_http, draining) = watch::channel(false);
+        let signals = crate::http::serve::Signals {
+            draining,
+            release: release_http.subscribe(),
+            stop: stop_http.subscribe(),
+        };
+        let http = tokio::spawn(crate::http::serve::serve(
+            listener, router, serve_opts, signals,
+        ));
+        let scheme = if config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        info!(%addr, scheme, "HTTP API listening");
+        for warning in crate::security::startup_warnings(&config) {
+            warn!("{warning}");
+        }
         Ok(Gateway {
             addr,
             db_path,
@@ -438,6 +450,8 @@ impl Gateway {
             mqtt,
             modbus,
             stop_http,
+            drain_http,
+            release_http,
             http,
             pipeline,
             store,
@@ -509,21 +523,74 @@ impl Gateway {
         self.mqtt.iter().map(|s| s.status().snapshot()).collect()
     }
 
+    /// The first step of [`shutdown`](Self::shutdown), on its own: from now on changing HTTP
+    /// calls (ingest, ack) get 503 `shutting_down`, while reads are still served.
+    pub fn stop_taking_input(&self) {
+        let _ = self.drain_http.send(true);
+    }
+
+    /// [`shutdown`](Self::shutdown), bounded: after `bound` it gives up waiting, logs which
+    /// step it was at and what was still queued, and returns an error. What was not committed
+    /// was not acknowledged either (QoS 1 messages stay with the broker, HTTP clients got no
+    /// 200), so nothing acknowledged is lost; the next run takes it again.
+    pub async fn shutdown_within(self, bound: Duration) -> anyhow::Result<()> {
+        let step = Arc::new(std::sync::Mutex::new("starting"));
+        let queued = self.ingest.tx.downgrade();
+        let outbox = self.outbox.clone();
+        match tokio::time::timeout(bound, self.shutdown_steps(step.clone())).await {
+            Ok(result) => result,
+            Err(_) => {
+                let at = step.lock().map(|s| *s).unwrap_or("unknown");
+                let batches = queued
+                    .upgrade()
+                    .map(|tx| tx.max_capacity() - tx.capacity())
+                    .unwrap_or(0);
+                let outbox = outbox.snapshot(now_ms());
+                error!(
+                    step = at,
+                    queued_batches = batches,
+                    outbox_entries = outbox.entries,
+                    "shutdown did not finish within gateway.shutdown_timeout ({bound:?}); \
+                     exiting anyway: queued input was not acknowledged and will be sent again, \
+                     the outbox keeps what the remote sinks have not confirmed"
+                );
+                anyhow::bail!("shutdown did not finish within {bound:?} (stuck at: {at})")
+            }
+        }
+    }
+
     /// Stops taking input, lets everything already taken be committed, and returns.
     /// Every other `Ingest` handle must have been dropped for the pipeline to drain.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        // First, a full outbox stops holding the store thread: a source or an HTTP request
+        self.shutdown_steps(Arc::new(std::sync::Mutex::new("starting")))
+            .await
+    }
+
+    async fn shutdown_steps(self, step: Arc<std::sync::Mutex<&'static str>>) -> anyhow::Result<()> {
+        let at = |name: &'static str| {
+            if let Ok(mut s) = step.lock() {
+                *s = name;
+            }
+        };
+        // HTTP input first: an ingest from now on gets 503 rather than racing the drain.
+        self.stop_taking_input();
+        // A full outbox stops holding the store thread: a source or an HTTP request
         // waiting for room would otherwise keep the shutdown from finishing. The last batches
         // are committed over the limit rather than lost.
         self.outbox.close();
         // Sources next: they stop pulling and get what they already submitted acked.
+        at("stopping the MQTT sources (acking what was committed)");
         for source in self.mqtt {
             source.stop().await;
         }
+        at("stopping the Modbus polling");
         self.modbus.stop().await;
-        let _ = self.stop_http.send(true);
-        let _ = self.http.await;
+        // The HTTP API lets go of the pipeline (SSE streams end, requests in flight finish,
+        // everything else gets 503) but keeps listening until the end, so that a client
+        // gets an answer rather than a refused connection while the rest is flushed.
+        let _ = self.release_http.send(true);
         drop(self.ingest);
+        at("committing the pipeline's last batches");
         let pipeline = self.pipeline.await.context("pipeline task failed");
         let store = self.store;
         let store = tokio::task::spawn_blocking(move || store.join())
@@ -532,6 +599,7 @@ impl Gateway {
             .and_then(|r| r.map_err(|_| anyhow::anyhow!("store thread panicked")));
         // What the sinks have not delivered stays in the outbox for the next run. Every sink
         // is told at once, so their last requests time out together.
+        at("stopping the remote sinks");
         for sink in &self.sinks {
             sink.signal_stop();
         }
@@ -539,12 +607,16 @@ impl Gateway {
             sink.join().await;
         }
         // Events the outputs have not confirmed stay in alert_events for the next run.
+        at("stopping the alert outputs");
         for output in &self.alert_outputs {
             output.signal_stop();
         }
         for output in self.alert_outputs {
             output.join().await;
         }
+        at("closing the HTTP API");
+        let _ = self.stop_http.send(true);
+        let _ = self.http.await;
         pipeline?;
         store?;
         Ok(())

@@ -59,11 +59,14 @@ pub struct DemoArgs {
 
 /// `citygate run`: serve until SIGINT or SIGTERM, then drain and stop.
 pub async fn run_gateway(config: Config) -> anyhow::Result<()> {
+    let bound = config.gateway.shutdown_timeout.0;
     let gateway = Gateway::start(config, None).await?;
     info!(addr = %gateway.addr(), store = %gateway.db_path().display(), "citygate is running");
     shutdown_signal().await;
-    info!("shutting down: committing what was taken");
-    gateway.shutdown().await
+    info!(within = ?bound, "shutting down: committing what was taken");
+    gateway.shutdown_within(bound).await?;
+    info!("stopped cleanly");
+    Ok(())
 }
 
 /// `citygate demo`.
@@ -92,6 +95,7 @@ pub async fn run(args: DemoArgs, user_files: Vec<PathBuf>) -> anyhow::Result<()>
         fresh_store(&config.sqlite_path())?;
     }
     let external = external_broker(&config);
+    let bound = config.gateway.shutdown_timeout.0;
     let gateway = Gateway::start(config, None).await?;
     let broker = match (gateway.broker(), external) {
         (Some(b), _) => BrokerTarget {
@@ -122,7 +126,7 @@ pub async fn run(args: DemoArgs, user_files: Vec<PathBuf>) -> anyhow::Result<()>
     feeder.abort();
     let _ = feeder.await;
     info!("demo stopping: committing what was taken");
-    gateway.shutdown().await
+    gateway.shutdown_within(bound).await
 }
 
 /// Removes an earlier demo store so that the incidents raise their alerts afresh.

@@ -38,6 +38,7 @@ pub mod model;
 pub mod outbox;
 pub mod pipeline;
 pub mod secret;
+pub mod security;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

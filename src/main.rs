@@ -63,6 +63,13 @@ fn main() -> ExitCode {
                     c.catalog.len(),
                     c.sensors.len()
                 );
+                // The same warnings `run` logs at startup; they do not fail the check.
+                for w in citygate::security::config_file_warnings(&cli.config)
+                    .into_iter()
+                    .chain(citygate::security::startup_warnings(&c))
+                {
+                    println!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -84,6 +91,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             citygate::telemetry::init_logging();
+            for w in citygate::security::config_file_warnings(&cli.config) {
+                tracing::warn!("{w}");
+            }
             run_async(citygate::demo::run_gateway(config))
         }
         Command::Demo(args) => {
@@ -104,7 +114,11 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(fut) {
+    let result = rt.block_on(fut);
+    // A shutdown that gave up (gateway.shutdown_timeout) may leave blocking work behind:
+    // do not wait for it, the bound is the point.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -70,6 +70,16 @@ pub struct GatewayConfig {
     pub channel_capacity: usize,
     /// How often the deadman check runs against the wall clock.
     pub deadman_interval: Dur,
+    /// On SIGTERM or Ctrl-C, how long the gateway may take to stop taking input and commit
+    /// what it took; after this it exits anyway and logs what was left (uncommitted input is
+    /// not acknowledged, so a QoS 1 publisher or a retrying HTTP client sends it again).
+    /// Keep it below the service manager's own stop timeout (systemd's unit allows 30 s).
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Dur,
+}
+
+fn default_shutdown_timeout() -> Dur {
+    Dur::secs(20)
 }
 
 /// The HTTP API.
@@ -93,6 +103,23 @@ pub struct HttpConfig {
     /// Ingest requests a remote IP address that was quiet may make at once, above the rate.
     #[serde(default = "default_ingest_burst_per_ip")]
     pub ingest_burst_per_ip: u32,
+    /// Serve HTTPS instead of plain HTTP (rustls, PEM files). Plain HTTP is then refused.
+    #[serde(default)]
+    pub tls: Option<HttpTlsConfig>,
+    /// A client must send a request's whole header (and, over TLS, finish the handshake)
+    /// within this time, or the connection is closed: a slow-header (slowloris) client cannot
+    /// hold a connection open.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Dur,
+    /// A request must be answered (its body read and the handler done) within this time, or
+    /// it gets 408. The SSE stream's open-ended body does not count once it has started.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
+    /// A keep-alive connection with no request in flight and no bytes moving for this long is
+    /// closed. The header-read clock runs while a connection waits for its next request too,
+    /// so an idle connection is closed after the shorter of the two.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
 }
 
 fn default_max_sse_clients() -> usize {
@@ -103,6 +130,28 @@ fn default_ingest_rate_per_ip() -> f64 {
 }
 fn default_ingest_burst_per_ip() -> u32 {
     200
+}
+
+/// `[http.tls]`: the API over HTTPS.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// The server certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+fn default_header_read_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+fn default_request_timeout() -> Dur {
+    Dur::secs(30)
+}
+
+fn default_idle_timeout() -> Dur {
+    Dur::secs(10)
 }
 
 /// `[http.auth]`: with a token set, every changing call (POST: ingest, alert ack) needs

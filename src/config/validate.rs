@@ -269,6 +269,9 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
 
     if let Some(g) = &gateway {
         check_gateway(&mut p, g);
+        if g.shutdown_timeout.0.is_zero() {
+            p.push("gateway.shutdown_timeout", "must be longer than 0s");
+        }
     }
     if let Some(h) = &http {
         if h.max_body_bytes == 0 {
@@ -292,6 +295,26 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
                 "http.auth.protect_reads",
                 "needs a token: set token_env or token_file",
             );
+        }
+        // Zero would close every connection or time out every request at once.
+        for (key, d) in [
+            ("header_read_timeout", h.header_read_timeout),
+            ("request_timeout", h.request_timeout),
+            ("idle_timeout", h.idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                p.push(format!("http.{key}"), "must be longer than 0s");
+            }
+        }
+        if let Some(tls) = &h.tls {
+            for (key, path) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                if let Err(e) = std::fs::File::open(path) {
+                    p.push(
+                        format!("http.tls.{key}"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                }
+            }
         }
     }
     if let Some(s) = &sqlite {

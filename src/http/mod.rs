@@ -9,6 +9,7 @@ mod ingest;
 pub mod limits;
 mod query;
 mod sensors;
+pub mod serve;
 mod stream;
 
 use std::path::PathBuf;

@@ -118,6 +118,39 @@ impl GatewayProcess {
         }
     }
 
+    /// Sends SIGTERM and returns at once (see [`wait_exit`](Self::wait_exit)).
+    pub fn sigterm(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at `deadline` (it is
+    /// then killed, so that the test does not leave it behind).
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + deadline;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                self.kill9();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The config files the process runs with, in order.
+    pub fn config_files(&self) -> [&Path; 2] {
+        [&self.base, &self.config]
+    }
+
     /// Starts the binary again with the same config and data.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "the gateway is still running");
