@@ -370,6 +370,15 @@ async fn handle(
         )
             .into_response()
     };
+    let mut response = response;
+    if draining {
+        // No keep-alive while stopping: a client that reused an idle connection just as the
+        // listener closed would get a reset and not know whether its POST was taken.
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     Ok(response.map(|body| {
         Body::new(Guarded {
             inner: body,
