@@ -5,7 +5,7 @@
 
 pub mod auth;
 mod console;
-mod ingest;
+pub mod ingest;
 mod query;
 mod sensors;
 mod stream;
