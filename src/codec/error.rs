@@ -67,6 +67,10 @@ pub enum CodecError {
     #[error("no metric name: the route gives none for a bare value")]
     MissingMetric,
 
+    /// A JSON key `""` where a metric is expected: a reading needs a metric name.
+    #[error("{at}a metric with an empty name")]
+    EmptyMetricName { at: Loc },
+
     /// A metric (or a reserved field such as `sensor`, `ts`, `tags`) holds the wrong JSON type.
     #[error("{at}{field:?}: expected {expected}, found {found}")]
     WrongType {
@@ -151,7 +155,7 @@ impl CodecError {
             TooManyErrors { .. } => "too_many_errors",
             NotAnObject { .. } => "not_an_object",
             MissingSensor { .. } => "missing_sensor",
-            MissingMetric => "missing_metric",
+            MissingMetric | EmptyMetricName { .. } => "missing_metric",
             WrongType { .. } => "wrong_type",
             BadTimestamp { .. } => "bad_timestamp",
             NoValue { .. } | SenmlNoValue { .. } => "no_value",

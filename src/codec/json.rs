@@ -148,6 +148,11 @@ fn metric_value(
     value: Scalar,
 ) -> Result<(), CodecError> {
     match value {
+        // Found by fuzzing (tests/fuzz_regressions.rs): `{"": 1}` made a reading with no metric.
+        _ if metric.is_empty() => {
+            problems.push(CodecError::EmptyMetricName { at });
+            Ok(())
+        }
         Scalar::Num(v) => em.push(metric, v),
         other => {
             problems.push(wrong_type(at, metric, "a number", other.type_name()));

@@ -24,7 +24,11 @@ pub(crate) fn decode(payload: &[u8], em: &mut Emitter) -> Result<(), CodecError>
         .ctx
         .sensor
         .ok_or(CodecError::MissingSensor { at: Loc::Payload })?;
-    let metric = em.ctx.metric.ok_or(CodecError::MissingMetric)?;
+    let metric = em
+        .ctx
+        .metric
+        .filter(|m| !m.is_empty())
+        .ok_or(CodecError::MissingMetric)?;
     let start = em.len();
     em.push(metric, value)?;
     let meta = ItemMeta {

@@ -10,22 +10,34 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState};
 use crate::app::{now_ms, Receipt};
-use crate::codec::{self, DecodeContext, Format, Precision};
-use crate::model::Batch;
+use crate::codec::{self, CodecError, DecodeContext, Format, Precision};
+use crate::model::{Batch, TimestampMs};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestParams {
     /// json, senml, line or value; overrides Content-Type.
-    format: Option<String>,
+    pub format: Option<String>,
     /// Sensor id for payloads that name none.
-    sensor: Option<String>,
+    pub sensor: Option<String>,
     /// Sensor kind for payloads that name none.
-    kind: Option<String>,
+    pub kind: Option<String>,
     /// Metric of a bare value.
-    metric: Option<String>,
+    pub metric: Option<String>,
     /// Line-protocol timestamp precision: ns (default), us, ms, s.
-    precision: Option<String>,
+    pub precision: Option<String>,
+}
+
+/// An ingest body decoded into the batch that is submitted, with no I/O done yet.
+#[derive(Debug)]
+pub struct DecodedBody {
+    pub format: Format,
+    /// The readings, a dead letter for each bad item (or for the whole payload when `fatal`
+    /// is set), and the payload itself.
+    pub batch: Batch,
+    /// Why the payload as a whole could not be read: the batch is still submitted (its dead
+    /// letter is kept) and the client is told 400.
+    pub fatal: Option<CodecError>,
 }
 
 pub async fn ingest(
@@ -35,20 +47,10 @@ pub async fn ingest(
     body: Bytes,
 ) -> Result<Json<Receipt>, ApiError> {
     let Query(p) = params?;
-    let format = match &p.format {
-        Some(f) => Format::parse(f).ok_or_else(|| {
-            ApiError::bad_request(
-                "bad_query",
-                format!("format={f:?}: use json, senml, line or value"),
-            )
-        })?,
-        // No or an unknown Content-Type (curl -d sends a form type) means JSON.
-        None => headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Format::from_content_type)
-            .unwrap_or(Format::Json),
-    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let format = request_format(&p, content_type)?;
     decode_and_submit(&st, format, &p, body).await
 }
 
@@ -64,19 +66,36 @@ pub async fn ingest_value(
     decode_and_submit(&st, Format::Value, &p, body).await
 }
 
-async fn decode_and_submit(
-    st: &AppState,
+/// The format a request names: `?format=` first, then its Content-Type.
+pub fn request_format(p: &IngestParams, content_type: Option<&str>) -> Result<Format, ApiError> {
+    match &p.format {
+        Some(f) => Format::parse(f).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_query",
+                format!("format={f:?}: use json, senml, line or value"),
+            )
+        }),
+        // No or an unknown Content-Type (curl -d sends a form type) means JSON.
+        None => Ok(content_type
+            .and_then(Format::from_content_type)
+            .unwrap_or(Format::Json)),
+    }
+}
+
+/// Decodes an ingest body as the handlers do, without a server: the fuzz target
+/// `http_ingest` calls this directly.
+pub fn decode_body(
     format: Format,
     p: &IngestParams,
     body: Bytes,
-) -> Result<Json<Receipt>, ApiError> {
+    now: TimestampMs,
+) -> Result<DecodedBody, ApiError> {
     let precision = match &p.precision {
         Some(s) => Precision::parse(s).ok_or_else(|| {
             ApiError::bad_request("bad_query", format!("precision={s:?}: use ns, us, ms or s"))
         })?,
         None => Precision::default(),
     };
-    let now = now_ms();
     let mut batch = Batch {
         source: "http".into(),
         received_at: now,
@@ -91,13 +110,28 @@ async fn decode_and_submit(
         precision,
         tags: None,
     };
-    if let Err(e) = codec::decode_into_batch(&mut batch, format, body, &ctx) {
-        // The payload as a whole is unreadable: it is kept as a dead letter, then we say why.
-        st.ingest.submit(batch).await?;
-        return Err(ApiError::bad_request(
+    let fatal = codec::decode_into_batch(&mut batch, format, body, &ctx).err();
+    Ok(DecodedBody {
+        format,
+        batch,
+        fatal,
+    })
+}
+
+async fn decode_and_submit(
+    st: &AppState,
+    format: Format,
+    p: &IngestParams,
+    body: Bytes,
+) -> Result<Json<Receipt>, ApiError> {
+    let decoded = decode_body(format, p, body, now_ms())?;
+    let receipt = st.ingest.submit(decoded.batch).await?;
+    match decoded.fatal {
+        // The payload as a whole is unreadable: it was kept as a dead letter; now say why.
+        Some(e) => Err(ApiError::bad_request(
             e.reason(),
             format!("cannot decode the {} payload: {e}", format.as_str()),
-        ));
+        )),
+        None => Ok(Json(receipt)),
     }
-    Ok(Json(st.ingest.submit(batch).await?))
 }

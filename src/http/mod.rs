@@ -5,7 +5,7 @@
 
 pub mod auth;
 mod console;
-mod ingest;
+pub mod ingest;
 pub mod limits;
 mod query;
 mod sensors;

@@ -57,6 +57,9 @@ pub enum PatternError {
     Nul,
     #[error("a shared subscription is `$share/<group>/<filter>`")]
     BadShare,
+    /// Received topics never start with `$share/`: the prefix belongs in `subscribe`.
+    #[error("`$share/...` is a subscription, not a topic: put it in `subscribe` and the pattern of the received topics in `topic`")]
+    ShareInPattern,
 }
 
 impl Pattern {
@@ -66,6 +69,11 @@ impl Pattern {
         }
         if pattern.contains('\0') {
             return Err(PatternError::Nul);
+        }
+        // Found by fuzzing: its derived filter would be a shared subscription (an invalid one
+        // for `$share/g`) while the pattern could never match a received topic.
+        if pattern == "$share" || pattern.starts_with("$share/") {
+            return Err(PatternError::ShareInPattern);
         }
         let parts: Vec<&str> = pattern.split('/').collect();
         let mut levels = Vec::with_capacity(parts.len());
