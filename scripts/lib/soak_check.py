@@ -267,7 +267,7 @@ def main():
     p.add_argument("--health", required=True)
     p.add_argument("--faults", required=True)
     p.add_argument("--duration", type=int, required=True)
-    p.add_argument("--seed", required=True)
+    p.add_argument("--seed", type=int, required=True)
     p.add_argument("--published", type=int, default=0)
     p.add_argument("--gateway-starts", type=int, default=1)
     p.add_argument("--modbus-sensors", default="")
