@@ -37,6 +37,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "benchmarks run on their own (scripts/bench*)",
     ),
     (
+        "scripts/soak",
+        "a chaos soak of minutes to hours; scripts/test runs the short one",
+    ),
+    (
         "scripts/gen-config-reference",
         "tests/config_reference.rs checks its output",
     ),

@@ -33,6 +33,7 @@
 //! - [`scenario`]: scripted incidents over the sensors of `config/examples/city.toml`, each
 //!   with the alerts and dead letters it should cause, as data
 
+pub mod ack_ledger;
 pub mod catalog;
 pub mod fleet;
 mod geo;

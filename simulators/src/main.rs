@@ -359,6 +359,11 @@ struct FleetArgs {
     /// the seed, in the shares of --mix).
     #[arg(long, value_enum, default_value_t = FormatChoice::Json)]
     format: FormatChoice,
+    /// Append `sensor,metric,ts_ms,value` for every reading to FILE once the broker has
+    /// acknowledged its message (QoS 1 PUBACK), and only then: the exact list of readings the
+    /// gateway owes. Uses a persistent MQTT session.
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    record: Option<std::path::PathBuf>,
     /// The shares of --format mix, as relative weights.
     #[arg(
         long,
@@ -994,6 +999,7 @@ struct FleetMqtt {
     publisher: Publisher,
     routes: std::collections::HashMap<String, (String, wire::WireFormat)>,
     tags: std::collections::HashMap<String, Vec<(String, String)>>,
+    recording: bool,
 }
 
 impl FleetMqtt {
@@ -1001,7 +1007,18 @@ impl FleetMqtt {
         let rt = runtime()?;
         let publisher = {
             let _in_runtime = rt.enter();
-            Publisher::connect(target).map_err(|e| e.to_string())?
+            match &args.record {
+                Some(path) => {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| format!("--record {}: {e}", path.display()))?;
+                    Publisher::connect_recording(target, file)
+                }
+                None => Publisher::connect(target),
+            }
+            .map_err(|e| e.to_string())?
         };
         let mut routes = std::collections::HashMap::new();
         let mut tags = std::collections::HashMap::new();
@@ -1027,6 +1044,7 @@ impl FleetMqtt {
             publisher,
             routes,
             tags,
+            recording: args.record.is_some(),
         })
     }
 
@@ -1047,9 +1065,20 @@ impl FleetMqtt {
                 }
                 .encode(*other),
             };
-            self.rt
-                .block_on(self.publisher.publish(topic.clone(), payload))
-                .map_err(|e| e.to_string())?;
+            let sent = if self.recording {
+                let mut record = String::new();
+                for (metric, value) in &m.values {
+                    record.push_str(&format!("{},{metric},{},{value}\n", m.sensor, m.ts_ms));
+                }
+                self.rt.block_on(
+                    self.publisher
+                        .publish_recorded(topic.clone(), payload, record),
+                )
+            } else {
+                self.rt
+                    .block_on(self.publisher.publish(topic.clone(), payload))
+            };
+            sent.map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -6,9 +6,12 @@
 //! 1 s, 2 s ... up to 30 s between attempts, and starts again from 0.5 s after a ConnAck.
 //! The publishing side never awaits anything the event-loop task waits on (rumqtt#1025).
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::ack_ledger::AckLedger;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
@@ -44,6 +47,8 @@ pub enum PublishError {
     BadTarget(String),
     #[error("the MQTT client stopped")]
     ClientStopped,
+    #[error("the acknowledgement record: {0}")]
+    Record(String),
     #[error("{acked} of {sent} publishes acknowledged after {waited:?}")]
     NotAcknowledged {
         acked: u64,
@@ -62,7 +67,11 @@ pub struct Publisher {
     /// Set by `close`: the connection's end is then expected, not an outage to retry.
     closing: Arc<AtomicBool>,
     events: tokio::task::JoinHandle<()>,
+    /// With a record file: which message each acknowledgement completes.
+    ledger: Option<Arc<Mutex<AckLedger<String>>>>,
 }
+
+type Recording = (Arc<Mutex<AckLedger<String>>>, std::fs::File);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -71,6 +80,26 @@ impl Publisher {
     /// Starts the client; the connection is made in the background (publishes queue until
     /// it is up). Must be called inside a tokio runtime.
     pub fn connect(target: &MqttTarget) -> Result<Publisher, PublishError> {
+        Self::start(target, None)
+    }
+
+    /// Like [`Publisher::connect`] (QoS 1 only), and appends each message's record (given to
+    /// [`Publisher::publish_recorded`]) to `record` once the broker has acknowledged it, and
+    /// only then. The session is persistent (`clean_session = false`): on a reconnect into a
+    /// new session rumqttc drops unacknowledged publishes without saying which.
+    pub fn connect_recording(
+        target: &MqttTarget,
+        record: std::fs::File,
+    ) -> Result<Publisher, PublishError> {
+        if target.qos != 1 {
+            return Err(PublishError::BadTarget(
+                "recording acknowledgements needs QoS 1".into(),
+            ));
+        }
+        Self::start(target, Some((Arc::default(), record)))
+    }
+
+    fn start(target: &MqttTarget, recording: Option<Recording>) -> Result<Publisher, PublishError> {
         let (host, port) = crate::mqtt::parse_url(&target.url).map_err(PublishError::BadTarget)?;
         let qos = match target.qos {
             0 => QoS::AtMostOnce,
@@ -81,6 +110,11 @@ impl Publisher {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         opts.set_inflight(100);
+        if recording.is_some() {
+            opts.set_clean_session(false);
+        }
+        let ledger = recording.as_ref().map(|(l, _)| l.clone());
+        let mut record = recording;
         match (&target.username, &target.password) {
             (Some(u), p) => {
                 opts.set_credentials(u.clone(), p.clone().unwrap_or_default());
@@ -102,14 +136,30 @@ impl Publisher {
             let mut backoff = BACKOFF_MIN;
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        if let Some((ledger, _)) = &record {
+                            lock(ledger).connected(ack.session_present);
+                        }
                         if !connected_ev.swap(true, Ordering::Relaxed) {
                             eprintln!("citygate-sim: connected to {url}");
                         }
                         backoff = BACKOFF_MIN;
                     }
-                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == QoS::AtLeastOnce => {
+                    Ok(Event::Incoming(Packet::PubAck(ack))) if qos == QoS::AtLeastOnce => {
+                        if let Some((ledger, file)) = &mut record {
+                            let line = lock(ledger).acked(ack.pkid);
+                            if let Some(line) = line {
+                                if let Err(e) = file.write_all(line.as_bytes()) {
+                                    lock(ledger).write_failed(&e);
+                                }
+                            }
+                        }
                         done_ev.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if record.is_some() => {
+                        if let Some((ledger, _)) = &record {
+                            lock(ledger).sent(pkid);
+                        }
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(_))) if qos == QoS::AtMostOnce => {
                         done_ev.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +186,26 @@ impl Publisher {
             connected,
             closing,
             events,
+            ledger,
         })
+    }
+
+    /// Publishes a message whose `record` (one or more whole lines) goes to the record file
+    /// once the broker acknowledged it. Needs [`Publisher::connect_recording`].
+    pub async fn publish_recorded(
+        &mut self,
+        topic: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+        record: String,
+    ) -> Result<(), PublishError> {
+        let Some(ledger) = &self.ledger else {
+            return Err(PublishError::Record(
+                "publish_recorded on a publisher without a record".into(),
+            ));
+        };
+        // Queued before the client can send it, so the event loop always finds it.
+        lock(ledger).queued(record);
+        self.publish(topic, payload).await
     }
 
     /// Queues one publish; waits only when the client's queue is full (the broker is slow
@@ -192,8 +261,19 @@ impl Publisher {
         // Give the DISCONNECT a moment to leave before the event loop is stopped.
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.events.abort();
+        if let Some(ledger) = &self.ledger {
+            if let Some(why) = lock(ledger).lost_track() {
+                return Err(PublishError::Record(why.to_string()));
+            }
+        }
         flushed
     }
+}
+
+/// The ledger is only ever held for a few map operations; a panic while holding it cannot leave
+/// it half-updated in a way that matters more than the panic itself.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Drop for Publisher {
