@@ -41,6 +41,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "a chaos soak of minutes to hours; scripts/test runs the short one",
     ),
     (
+        "scripts/fuzz",
+        "fuzzing runs on its own; scripts/test runs scripts/fuzz --smoke",
+    ),
+    (
         "scripts/gen-config-reference",
         "tests/config_reference.rs checks its output",
     ),
