@@ -39,10 +39,12 @@ impl TokenBucket {
     }
 
     fn refill(&mut self, rate: &Rate, now: TimestampMs) {
-        // A clock that steps back adds nothing rather than taking tokens away.
+        // A clock that steps back adds nothing, and the bucket re-anchors at the new time:
+        // keeping the old one would refill nothing until the clock caught up again (an hour,
+        // after an NTP step of an hour).
         let elapsed_ms = (now - self.at).max(0);
         self.tokens = (self.tokens + elapsed_ms as f64 * rate.per_second / 1000.0).min(rate.burst);
-        self.at = self.at.max(now);
+        self.at = now;
     }
 
     /// Takes one token, or says how many milliseconds until one is there.
@@ -56,6 +58,11 @@ impl TokenBucket {
             // Less a hair, so that float residue does not round 1.000…1 ms up to 2.
             Err((missing * 1000.0 / rate.per_second - 1e-6).ceil().max(1.0) as u64)
         }
+    }
+
+    /// When the bucket was last used (the caller's clock).
+    pub fn last_seen(&self) -> TimestampMs {
+        self.at
     }
 
     /// Whether the bucket has refilled completely: forgetting it then changes nothing.
@@ -94,9 +101,11 @@ mod tests {
         let rate = Rate::new(1.0, 1).expect("a limit");
         let mut b = TokenBucket::full(&rate, 10_000);
         assert_eq!(b.take(&rate, 10_000), Ok(()));
-        assert!(b.take(&rate, 5_000).is_err());
-        assert!(b.take(&rate, 10_500).is_err());
-        assert_eq!(b.take(&rate, 11_000), Ok(()));
+        // an hour back: nothing is added by the step itself...
+        assert!(b.take(&rate, 10_000 - 3_600_000).is_err());
+        // ...but the bucket refills from the new time on, not from the old one
+        assert_eq!(b.take(&rate, 10_000 - 3_600_000 + 1_000), Ok(()));
+        assert!(b.take(&rate, 10_000 - 3_600_000 + 1_500).is_err());
     }
 
     #[test]

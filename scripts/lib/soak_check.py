@@ -127,13 +127,16 @@ def reconcile(a, acked, faults):
     rejected = {(r[3], r[4], r[5]) for r in letters if r[3] and r[4] and r[5] is not None}
 
     # SQLite: every acknowledged reading once, with its value, unless it was rejected.
-    sqlite_lost, sqlite_wrong, accounted_rejected = [], [], 0
+    # The fleet sends only valid readings (its incidents are valid readings that breach
+    # rules, or suspect ones), so a rejected one is a gateway fault as much as a lost one:
+    # it fails the run too, rather than count as accounted for.
+    sqlite_lost, sqlite_wrong, acked_rejected = [], [], []
     for key, value in acked.items():
         if key in stored:
             if not same(stored_value[key], value):
                 sqlite_wrong.append((key, value, stored_value[key]))
         elif key in rejected:
-            accounted_rejected += 1
+            acked_rejected.append(key)
         else:
             sqlite_lost.append(key)
     sqlite_dups = sum(n - 1 for n in stored.values() if n > 1)
@@ -194,6 +197,7 @@ def reconcile(a, acked, faults):
         "no two different values for one series and timestamp in VictoriaMetrics": not vm_conflicts,
         "no duplicate rows in SQLite": sqlite_dups == 0,
         "every dead letter has a known reason": not bad_letters,
+        "no acknowledged fleet reading was rejected": not acked_rejected,
         "no two active alerts for one (sensor, rule, metric)": not dup_active,
         "no Modbus offline alert active once the devices answer": not stale_offline,
         "every alert's state agrees with its event log": not log_mismatch,
@@ -208,7 +212,7 @@ def reconcile(a, acked, faults):
         "acked_readings": len(acked),
         "stored_sqlite": sum(1 for k in acked if k in stored),
         "stored_vm": sum(1 for k in acked if k in vm_samples),
-        "rejected_with_reason": accounted_rejected,
+        "acked_but_rejected": len(acked_rejected),
         "lost_sqlite": len(sqlite_lost),
         "lost_vm": len(vm_lost),
         "duplicates_sqlite": sqlite_dups,
@@ -234,6 +238,7 @@ def reconcile(a, acked, faults):
             "lost_vm": [list(k) for k in vm_lost[:5]],
             "vm_conflicts": [list(k) for k in vm_conflicts[:5]],
             "bad_dead_letters": [list(r[:3]) for r in bad_letters[:5]],
+            "acked_but_rejected": [list(k) for k in acked_rejected[:5]],
         },
     }
 
@@ -315,7 +320,7 @@ faults:                {result['faults_total']} ({faults_text}); gateway started
 published:             {result['published_messages']} messages, {result['acked_readings']} readings acknowledged by the broker
 stored (SQLite):       {result['stored_sqlite']}   lost {result['lost_sqlite']}
 stored (VM, distinct): {result['stored_vm']}   lost {result['lost_vm']}
-rejected (dead letter, with reason): {result['rejected_with_reason']}
+acknowledged but rejected (must be 0): {result['acked_but_rejected']}
 duplicates:            SQLite {result['duplicates_sqlite']}, VM replayed samples {result['vm_replayed_duplicates']} (identical; InfluxDB overwrites), VM conflicts {result['vm_conflicts']}
 delivered without a PUBACK seen: SQLite {result['delivered_without_ack_sqlite']}, VM {result['delivered_without_ack_vm']}
 dead letters:          {result['dead_letters']} {result['dead_letters_by_reason']}

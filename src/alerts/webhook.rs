@@ -122,7 +122,7 @@ impl WebhookConfig {
         match check_url(&self.url) {
             Err(why) => push(
                 "url",
-                format!("invalid url {:?}: {why}", redact_url(&self.url)),
+                format!("invalid url {:?}: {why}", redact_webhook_url(&self.url)),
             ),
             Ok(false) if self.tls.is_some() => push(
                 "tls",
@@ -230,7 +230,7 @@ struct Webhook {
 impl Webhook {
     fn new(cfg: &WebhookConfig, output: String, common: Arc<Common>) -> Result<Self, WebhookError> {
         let url_err = |why: String| WebhookError::Url {
-            url: redact_url(&cfg.url),
+            url: redact_webhook_url(&cfg.url),
             why,
         };
         let (url, https) = parse_http_url(&cfg.url).map_err(url_err)?;
@@ -257,7 +257,7 @@ impl Webhook {
             output,
             http,
             url,
-            target: redact_url(&cfg.url),
+            target: redact_webhook_url(&cfg.url),
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()),
             min: cfg.min_severity,
             common,
@@ -440,9 +440,64 @@ pub(crate) fn start(
     Ok(AlertOutput::new(status, stop, vec![task]))
 }
 
+/// A webhook url as logs, `/health` and errors show it. Chat services put the hook's secret in
+/// the query (DingTalk's `access_token=`, WeCom's `key=`) or in a long path segment (Feishu,
+/// Slack): the query goes, and so does every path segment of 16 characters or more, besides
+/// any `user:password@`. What is left still tells which service and which endpoint.
+pub(crate) fn redact_webhook_url(url: &str) -> String {
+    let url = redact_url(url);
+    let (rest, had_query) = match url.split_once(['?', '#']) {
+        Some((rest, _)) => (rest, true),
+        None => (url.as_str(), false),
+    };
+    let path_start = rest
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|h| rest[h..].find('/').map(|p| h + p));
+    let mut out = match path_start {
+        None => rest.to_string(),
+        Some(p) => {
+            let path: Vec<&str> = rest[p + 1..]
+                .split('/')
+                .map(|seg| if seg.len() >= 16 { "<redacted>" } else { seg })
+                .collect();
+            format!("{}/{}", &rest[..p], path.join("/"))
+        }
+    };
+    if had_query {
+        out.push_str("?<redacted>");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_urls_lose_their_secrets_for_display() {
+        for (url, shown) in [
+            (
+                "https://oapi.dingtalk.com/robot/send?access_token=0123456789abcdef",
+                "https://oapi.dingtalk.com/robot/send?<redacted>",
+            ),
+            (
+                "https://open.feishu.cn/open-apis/bot/v2/hook/4e0b2f5c-0a1b-4c2d-9e8f-1234567890ab",
+                "https://open.feishu.cn/open-apis/bot/v2/hook/<redacted>",
+            ),
+            (
+                "https://hooks.slack.com/services/T0001/B0002/XXXXXXXXXXXXXXXXXXXXXXXX",
+                "https://hooks.slack.com/services/T0001/B0002/<redacted>",
+            ),
+            (
+                "http://ops:hunter2@alerts.example.org:9000/hook",
+                "http://<redacted>@alerts.example.org:9000/hook",
+            ),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ] {
+            assert_eq!(redact_webhook_url(url), shown, "{url}");
+        }
+    }
     use reqwest::StatusCode;
 
     #[test]

@@ -83,12 +83,22 @@ impl IpLimiter {
         let mut map = self.lock();
         if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
             map.retain(|_, b| !b.is_full(&self.rate, now));
-            if map.len() >= MAX_TRACKED {
+            // Still crowded: forget the least recently seen half. Not everyone at once, which
+            // would hand a flooder spraying addresses a fresh burst on every one; and down to
+            // half, so that this sweep comes once per MAX_TRACKED / 2 new addresses, not once
+            // per address.
+            if map.len() > MAX_TRACKED / 4 * 3 {
                 warn!(
                     clients = map.len(),
-                    "more clients are ingesting than the rate limiter tracks; starting over"
+                    "more clients are ingesting than the rate limiter tracks; forgetting the least recently seen half"
                 );
-                map.clear();
+                let mut seen: Vec<(i64, IpAddr)> =
+                    map.iter().map(|(ip, b)| (b.last_seen(), *ip)).collect();
+                let half = seen.len() / 2;
+                seen.select_nth_unstable(half);
+                for (_, ip) in &seen[..half] {
+                    map.remove(ip);
+                }
             }
         }
         map.entry(ip)
@@ -198,5 +208,32 @@ mod tests {
         assert_eq!(limiter.take(ip, 0), Ok(()));
         assert_eq!(limiter.take(ip, 0), Ok(()));
         assert_eq!(limiter.take(ip, 0), Err(1000));
+    }
+
+    /// A sweep of the full table forgets the least recently seen clients, not the flooder
+    /// that just spent its burst.
+    #[test]
+    fn a_full_table_forgets_the_oldest_clients_not_the_busy_one() {
+        let limiter = IpLimiter::new(Rate::new(1.0, 2).expect("a limit"));
+        let flooder: IpAddr = "198.51.100.1".parse().expect("ip");
+        // the table fills at t = 0 with clients that spent their burst (so none is full and
+        // free to forget), then the flooder at t = 1 ms
+        for i in 0..(MAX_TRACKED as u32 - 1) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(i));
+            let _ = limiter.take(ip, 0);
+            let _ = limiter.take(ip, 0);
+        }
+        assert_eq!(limiter.take(flooder, 1), Ok(()));
+        assert_eq!(limiter.take(flooder, 1), Ok(()));
+        assert_eq!(limiter.lock().len(), MAX_TRACKED);
+        // a new address makes room: half the table goes, the flooder stays and stays limited
+        let newcomer: IpAddr = "203.0.113.9".parse().expect("ip");
+        assert_eq!(limiter.take(newcomer, 2), Ok(()));
+        let len = limiter.lock().len();
+        assert!(len <= MAX_TRACKED / 2 + 1, "{len} tracked after the sweep");
+        assert!(
+            limiter.take(flooder, 2).is_err(),
+            "the flooder got a fresh burst"
+        );
     }
 }

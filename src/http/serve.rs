@@ -43,6 +43,11 @@ pub enum ServeTlsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{} holds a malformed PEM certificate (http.tls.cert_file): {source}", path.display())]
+    BadCertificate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{} holds no PEM certificate (http.tls.cert_file)", path.display())]
     NoCertificate { path: PathBuf },
     #[error("{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1) (http.tls.key_file)", path.display())]
@@ -62,9 +67,14 @@ fn read(path: &Path) -> Result<Vec<u8>, ServeTlsError> {
 /// stops the gateway with a clear error rather than failing every handshake.
 pub fn tls_acceptor(cfg: &HttpTlsConfig) -> Result<TlsAcceptor, ServeTlsError> {
     let pem = read(&cfg.cert_file)?;
+    // A malformed certificate fails the start: skipping it would serve a broken chain that
+    // every client refuses.
     let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(&pem[..]))
-        .filter_map(Result::ok)
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(|source| ServeTlsError::BadCertificate {
+            path: cfg.cert_file.clone(),
+            source,
+        })?;
     if certs.is_empty() {
         return Err(ServeTlsError::NoCertificate {
             path: cfg.cert_file.clone(),
@@ -283,6 +293,12 @@ where
     let mut check =
         tokio::time::interval((idle / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A response no byte of which has moved for this long has a client that stopped reading
+    // (a big GET, or an SSE client that holds its slot): the connection is dropped, since a
+    // graceful close would wait for that response forever. Longer than the request timeout,
+    // so a slow handler gets its 408 first, and than two SSE keepalives, so a reading SSE
+    // client always shows progress. While stopping, a second is enough.
+    let stall = (shared.opts.request_timeout + idle).max(2 * super::stream::KEEPALIVE);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -299,8 +315,16 @@ where
                 }
                 break;
             }
-            _ = check.tick(), if !closing => {
-                if activity.in_flight.load(Ordering::Relaxed) == 0 && activity.idle_for() >= idle {
+            _ = check.tick() => {
+                let in_flight = activity.in_flight.load(Ordering::Relaxed);
+                let quiet = activity.idle_for();
+                let stalled_after = if closing { Duration::from_secs(1) } else { stall };
+                if in_flight > 0 && quiet >= stalled_after {
+                    counter!("citygate_http_timeouts_total", "kind" => "response_stalled").increment(1);
+                    debug!(%peer, "dropped a connection whose client stopped reading its response");
+                    break;
+                }
+                if !closing && in_flight == 0 && quiet >= idle {
                     counter!("citygate_http_timeouts_total", "kind" => "idle").increment(1);
                     conn.as_mut().graceful_shutdown();
                     closing = true;

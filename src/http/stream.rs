@@ -28,7 +28,7 @@ use crate::sinks::sqlite::SequencedEvent;
 const CATCH_UP_PAGE: usize = 1000;
 /// Events queued for one client's socket.
 const CLIENT_QUEUE: usize = 256;
-const KEEPALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
 
 pub async fn stream(
     State(st): State<AppState>,
