@@ -294,8 +294,8 @@ where
         tokio::time::interval((idle / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A response no byte of which has moved for this long has a client that stopped reading
-    // (a big GET, or an SSE client that holds its slot): the connection is dropped, since a
-    // graceful close would wait for that response forever. Longer than the request timeout,
+    // (a GET bigger than the socket buffers): the connection is dropped, since a graceful
+    // close would wait for that response forever. Longer than the request timeout,
     // so a slow handler gets its 408 first, and than two SSE keepalives, so a reading SSE
     // client always shows progress. While stopping, a second is enough.
     let stall = (shared.opts.request_timeout + idle).max(2 * super::stream::KEEPALIVE);
