@@ -223,9 +223,10 @@ pub fn encode_alert_event(out: &mut Vec<u8>, e: &AlertEvent) {
 }
 
 fn write_float(out: &mut Vec<u8>, v: f64) {
-    // The text is `Display`'s for f64: the shortest that parses back to the same value, and
-    // never an exponent, which every line-protocol parser reads as a float. ryu finds the
-    // same shortest digits several times faster than `write!` but writes `2.0` for 2 and an
+    // The text is as `Display` writes f64: the shortest that parses back to the same value,
+    // and never an exponent, which every line-protocol parser reads as a float. ryu finds
+    // shortest digits several times faster than `write!` (on an exact tie between two it may
+    // pick the other last digit; both read back the same) but writes `2.0` for 2 and an
     // exponent outside 1e-5..1e21: the first is trimmed, the second (rare in telemetry) left
     // to `Display`.
     let mut buf = ryu::Buffer::new();
