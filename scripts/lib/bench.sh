@@ -90,8 +90,9 @@ start_mosquitto() {
 listener $port 127.0.0.1
 allow_anonymous true
 persistence false
-# Same window for every client (MQTT 3.1.1 has no receive maximum).
-max_inflight_messages 100
+# Same window for every client (MQTT 3.1.1 has no receive maximum); BENCH_INFLIGHT moves it
+# (the gateway's [[mqtt]] inflight follows it in bench-mqtt).
+max_inflight_messages ${BENCH_INFLIGHT:-100}
 # Never drop a queued QoS 1 message while a consumer is behind.
 max_queued_messages 0
 max_queued_bytes 0
