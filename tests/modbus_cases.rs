@@ -237,19 +237,7 @@ fn every_type_is_covered_in_every_order() {
     for path in fs::read_dir(cases_dir()).expect("readable").flatten() {
         all.extend(load(&path.path()).unwrap_or_default());
     }
-    let types = [
-        FieldType::U16,
-        FieldType::I16,
-        FieldType::U32,
-        FieldType::I32,
-        FieldType::U64,
-        FieldType::I64,
-        FieldType::F32,
-        FieldType::F64,
-        FieldType::Bit,
-        FieldType::String,
-    ];
-    for ty in types {
+    for ty in FieldType::ALL {
         for order in WordOrder::ALL {
             let covered = all.iter().any(|c| {
                 c.ty == Some(ty) && c.order == order && c.expect.is_some() && c.words.is_some()

@@ -19,24 +19,6 @@ use citygate::sources::modbus::field::resolve;
 use citygate::sources::modbus::{FieldConfig, FieldType, Table, WordOrder};
 use libfuzzer_sys::fuzz_target;
 
-const TYPES: [FieldType; 10] = [
-    FieldType::U16,
-    FieldType::I16,
-    FieldType::U32,
-    FieldType::I32,
-    FieldType::U64,
-    FieldType::I64,
-    FieldType::F32,
-    FieldType::F64,
-    FieldType::Bit,
-    FieldType::String,
-];
-const ORDERS: [WordOrder; 4] = [
-    WordOrder::Abcd,
-    WordOrder::Cdab,
-    WordOrder::Badc,
-    WordOrder::Dcba,
-];
 const TABLES: [Table; 4] = [
     Table::Coil,
     Table::DiscreteInput,
@@ -48,8 +30,8 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 23 {
         return;
     }
-    let ty = TYPES.get(usize::from(data[0])).copied();
-    let order = ORDERS[usize::from(data[1] % 4)];
+    let ty = FieldType::ALL.get(usize::from(data[0])).copied();
+    let order = WordOrder::ALL[usize::from(data[1] % 4)];
     let bit = (data[2] != 0xFF).then_some(data[2]);
     let table = TABLES.get(usize::from(data[3] % 5)).copied();
     let address = u16::from_be_bytes([data[4], data[5]]);

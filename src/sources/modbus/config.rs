@@ -113,6 +113,20 @@ pub enum FieldType {
 }
 
 impl FieldType {
+    /// Every type, for tests and fuzzing that must cover them all.
+    pub const ALL: [FieldType; 10] = [
+        FieldType::U16,
+        FieldType::I16,
+        FieldType::U32,
+        FieldType::I32,
+        FieldType::U64,
+        FieldType::I64,
+        FieldType::F32,
+        FieldType::F64,
+        FieldType::Bit,
+        FieldType::String,
+    ];
+
     /// Registers the type spans (strings: see [`FieldConfig::length`]).
     pub fn registers(self) -> u16 {
         match self {
