@@ -42,3 +42,4 @@ pub mod security;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;
+pub(crate) mod text;

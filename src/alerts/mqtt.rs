@@ -277,10 +277,7 @@ pub fn topic_level(s: &str) -> Cow<'_, str> {
     if level.len() <= LEVEL_MAX {
         return level;
     }
-    let mut cut = LEVEL_MAX - 17;
-    while !level.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let cut = crate::text::prefix_at_char(&level, LEVEL_MAX - 17).len();
     // FNV-1a: stable across builds and runs (a retained topic must be found again).
     let hash = s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

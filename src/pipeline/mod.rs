@@ -532,15 +532,15 @@ impl Pipeline {
             if let Err((reason, detail)) = self.register(&r, now, out) {
                 if reason == "sensor_id_too_long" {
                     // The dead letter keeps the id's start; the detail says how long it was.
-                    r.sensor = cut_id(&r.sensor, self.settings.max_sensor_id_len);
+                    r.sensor = CompactString::from(crate::text::prefix_at_char(
+                        &r.sensor,
+                        self.settings.max_sensor_id_len,
+                    ));
                 }
                 return Err((r, reason, detail));
             }
         }
-        let result = match self.take_token(&r, now, rate) {
-            Ok(()) => self.check_known(r, now, out),
-            Err(detail) => Err((r, "rate_limited", detail)),
-        };
+        let result = self.check_known(r, now, rate, out);
         if fresh {
             if let Err((r, _, _)) = &result {
                 self.sensors.remove(r.sensor.as_str());
@@ -550,38 +550,31 @@ impl Pipeline {
         result
     }
 
-    /// Spends one of the sensor's MQTT tokens on this reading.
-    fn take_token(
-        &mut self,
-        r: &Reading,
-        now: TimestampMs,
-        rate: Option<&Rate>,
-    ) -> Result<(), String> {
-        let (Some(rate), Some(state)) = (rate, self.sensors.get_mut(r.sensor.as_str())) else {
-            return Ok(());
-        };
-        let bucket = state
-            .bucket
-            .get_or_insert_with(|| TokenBucket::full(rate, now));
-        bucket.take(rate, now).map_err(|wait_ms| {
-            format!(
-                "sensor {} sends more than validation.sensor_rate ({} readings/s, burst {}); \
-                 the next reading is taken in {wait_ms} ms",
-                r.sensor, rate.per_second, rate.burst
-            )
-        })
-    }
-
     #[allow(clippy::result_large_err)]
     fn check_known(
         &mut self,
         mut r: Reading,
         now: TimestampMs,
+        rate: Option<&Rate>,
         out: &mut Output,
     ) -> Result<Reading, (Reading, &'static str, String)> {
         let Some(state) = self.sensors.get_mut(r.sensor.as_str()) else {
             return Err((r, "unknown_sensor", "sensor could not be registered".into()));
         };
+        // The sensor's MQTT rate limit, spent before anything else is checked.
+        if let Some(rate) = rate {
+            let bucket = state
+                .bucket
+                .get_or_insert_with(|| TokenBucket::full(rate, now));
+            if let Err(wait_ms) = bucket.take(rate, now) {
+                let detail = format!(
+                    "sensor {} sends more than validation.sensor_rate ({} readings/s, burst {}); \
+                     the next reading is taken in {wait_ms} ms",
+                    r.sensor, rate.per_second, rate.burst
+                );
+                return Err((r, "rate_limited", detail));
+            }
+        }
         let profile = state.profile.clone();
         if !r.kind.is_empty() && r.kind != profile.kind.name {
             let detail = format!(
@@ -790,15 +783,6 @@ impl Pipeline {
             .insert(r.sensor.clone(), SensorState::new(profile, now.min(r.ts)));
         Ok(())
     }
-}
-
-/// The longest prefix of a sensor id of at most `max` bytes, cut on a character boundary.
-fn cut_id(id: &str, max: usize) -> CompactString {
-    let mut end = id.len().min(max);
-    while !id.is_char_boundary(end) {
-        end -= 1;
-    }
-    CompactString::from(&id[..end])
 }
 
 /// Evaluates the rules that watch metric `m` of a sensor, for one accepted reading.

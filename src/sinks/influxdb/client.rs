@@ -687,10 +687,7 @@ fn extract_message(body: &str, status: StatusCode) -> String {
 
 pub(crate) fn cut(mut text: String, max: usize) -> String {
     if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = crate::text::prefix_at_char(&text, max).len();
         text.truncate(end);
         text.push('…');
     }

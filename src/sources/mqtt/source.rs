@@ -621,15 +621,6 @@ const OVERSIZE_RAW_KEEP: usize = 1024;
 /// How much of an overlong topic its dead letter's detail shows.
 const TOPIC_SHOWN: usize = 64;
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn cut_at_char(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 impl Decoder {
     fn dead(
         &self,
@@ -666,7 +657,7 @@ impl Decoder {
         if topic.len() > self.max_topic_len {
             // Checked before routing, so that a hostile topic costs no matching work, and its
             // captures (sensor id, tags) never reach the pipeline.
-            let shown = cut_at_char(topic, TOPIC_SHOWN);
+            let shown = crate::text::prefix_at_char(topic, TOPIC_SHOWN);
             return self.dead(
                 batch,
                 received_at,
