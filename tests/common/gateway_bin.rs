@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::mosquitto::free_port;
 use super::Api;
 
 pub struct GatewayProcess {
@@ -20,35 +19,71 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Writes a config into `dir` (data there, HTTP on a free port, no embedded broker,
-    /// `overlay` after that) and starts the binary with `env` added to its environment.
-    /// Its stderr (the log) is appended to `dir/gateway.log` across restarts.
+    /// Writes a config into `dir` (data there, HTTP on a port the gateway picks, no embedded
+    /// broker, `overlay` after that) and starts the binary with `env` added to its
+    /// environment. Its stderr (the log) is appended to `dir/gateway.log` across restarts.
+    ///
+    /// The gateway binds port 0 and the port is read from its log: a port picked here and
+    /// handed over could be taken by another test in between (a test once talked to the
+    /// gateway of the test running beside it). Restarts then ask for that same port, so an
+    /// [`Api`] made before a restart still reaches the gateway.
     pub fn start(dir: &Path, overlay: &str, env: &[(&str, &str)]) -> GatewayProcess {
-        let http_port = free_port();
-        let base = format!(
-            "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n[alerts.mqtt]\nenabled = false\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
-            dir.display().to_string()
-        );
+        let base_file = dir.join("citygate-test-base.toml");
+        let write_base = |port: u16| {
+            let base = format!(
+                "mqtt = []\n[broker]\nenabled = false\n[gateway]\ndata_dir = {:?}\ndeadman_interval = \"1h\"\n[alerts]\nconsole = false\n[alerts.mqtt]\nenabled = false\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+                dir.display().to_string()
+            );
+            std::fs::write(&base_file, base).expect("write config");
+        };
         // Two files, as two layers: `mqtt = []` in the first clears the built-in connection,
         // and the overlay's `[[mqtt]]` (in one file they would clash) replaces it.
-        let base_file = dir.join("citygate-test-base.toml");
-        std::fs::write(&base_file, base).expect("write config");
+        write_base(0);
         let config = dir.join("citygate-test.toml");
         std::fs::write(&config, overlay).expect("write config");
         let mut g = GatewayProcess {
             child: None,
-            base: base_file,
+            base: base_file.clone(),
             config,
             log: dir.join("gateway.log"),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            http_port,
+            http_port: 0,
             db: dir.join("citygate.db"),
         };
+        let log_start = g.log().len();
         g.spawn();
+        g.http_port = g.bound_port(log_start);
+        write_base(g.http_port);
         g
+    }
+
+    /// The HTTP port of the process just spawned, from the `HTTP API listening` line it
+    /// logs after `log_start` (panics with the log after a minute, or if it exits).
+    fn bound_port(&mut self, log_start: usize) -> u16 {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            let port = log.get(log_start..).and_then(|new| {
+                let line = new.lines().find(|l| l.contains("HTTP API listening"))?;
+                let rest = &line[line.find("addr=")? + "addr=".len()..];
+                let addr = rest.split_whitespace().next()?;
+                addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+            });
+            if let Some(port) = port {
+                return port;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("the gateway exited ({status}) before it listened; log:\n{log}");
+            }
+            assert!(
+                Instant::now() < until,
+                "the gateway did not log `HTTP API listening addr=...` (info level) within a minute; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn spawn(&mut self) {

@@ -138,10 +138,33 @@ impl Mosquitto {
         Mosquitto::start_with(MosquittoOptions::default())
     }
 
+    /// Starts on ports that were free a moment ago. Another test can take such a port
+    /// before mosquitto binds it; then mosquitto exits with "Address already in use" and
+    /// the start is tried again on new ports.
     pub fn start_with(opts: MosquittoOptions) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir for mosquitto");
-        let port = free_port();
-        let tls_port = opts.tls.as_ref().map(|_| free_port());
+        let mut m = Mosquitto {
+            dir,
+            port: 0,
+            tls_port: None,
+            child: None,
+        };
+        for attempt in 1.. {
+            m.port = free_port();
+            m.tls_port = opts.tls.as_ref().map(|_| free_port());
+            m.write_conf(&opts);
+            match m.try_spawn() {
+                Ok(()) => return m,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("mosquitto did not start; log:\n{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn write_conf(&self, opts: &MosquittoOptions) {
+        let dir = self.dir.path();
+        let port = self.port;
         let mut conf = format!(
             "per_listener_settings false\n\
              user root\n\
@@ -155,10 +178,10 @@ impl Mosquitto {
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
              connection_messages true\n\
              listener {port} 127.0.0.1\n",
-            dir = dir.path().display(),
+            dir = dir.display(),
             inflight = opts.max_inflight.unwrap_or(20),
         );
-        if let (Some((cert, key, ca)), Some(tls_port)) = (&opts.tls, tls_port) {
+        if let (Some((cert, key, ca)), Some(tls_port)) = (&opts.tls, self.tls_port) {
             conf.push_str(&format!(
                 "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
                 ca.display(),
@@ -169,7 +192,7 @@ impl Mosquitto {
         if opts.users.is_empty() {
             conf.push_str("allow_anonymous true\n");
         } else {
-            let pw = dir.path().join("passwd");
+            let pw = dir.join("passwd");
             std::fs::File::create(&pw).expect("create password file");
             for (user, pass) in &opts.users {
                 let status = Command::new("mosquitto_passwd")
@@ -186,19 +209,14 @@ impl Mosquitto {
                 pw.display()
             ));
         }
-        let mut f = std::fs::File::create(dir.path().join("mosquitto.conf")).expect("conf");
+        let mut f = std::fs::File::create(dir.join("mosquitto.conf")).expect("conf");
         f.write_all(conf.as_bytes()).expect("write conf");
-        let mut m = Mosquitto {
-            dir,
-            port,
-            tls_port,
-            child: None,
-        };
-        m.spawn();
-        m
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process and waits until it logs that it is running (after every listener
+    /// is open) and its ports answer; `Err(log)` if it exits first.
+    fn try_spawn(&mut self) -> Result<(), String> {
+        let running_before = self.times_running();
         let child = Command::new(mosquitto_bin())
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
@@ -210,21 +228,42 @@ impl Mosquitto {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
-        for port in ports {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                    panic!(
-                        "mosquitto exited ({status}) before listening on {port}; log:\n{}",
-                        self.log()
-                    );
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "mosquitto did not listen on {port}; log:\n{}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(20));
+        loop {
+            let running = self.times_running() > running_before;
+            if running
+                && ports
+                    .iter()
+                    .all(|&port| TcpStream::connect(("127.0.0.1", port)).is_ok())
+            {
+                return Ok(());
             }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Err(format!(
+                    "exited ({status}) before listening on {ports:?}\n{}",
+                    self.log()
+                ));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {ports:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How many times the log says `mosquitto version ... running` (appended per start).
+    fn times_running(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("mosquitto version") && l.ends_with(" running"))
+            .count()
+    }
+
+    fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("mosquitto did not start again; {log}");
         }
     }
 
