@@ -360,6 +360,7 @@ impl Gateway {
                 db_path: db_path.clone(),
                 fsync: config.outbox.fsync,
                 raw_max: config.sqlite.dead_letter_raw_max,
+                embedded_broker: broker.as_ref().map(|b| b.addr()),
             },
             head,
         )

@@ -320,5 +320,26 @@ async fn a_stale_retained_alert_is_cleared_and_an_active_one_is_kept() {
         .collect();
     assert_eq!(active.len(), 1);
     assert_eq!(topics, [active[0].as_str()]);
+    // The check over, the output leaves the filter, so that the broker does not send it back
+    // (and keep for it) every active-state message it publishes. mosquitto logs a SUBSCRIBE
+    // as "<client> <qos> <filter>" and an UNSUBSCRIBE as "<client> <filter>".
+    let until = Instant::now() + STORE_DEADLINE;
+    let unsubscribed = "citygate-alerts citygate/alerts/active/+";
+    while !broker.log().lines().any(|l| l.ends_with(unsubscribed)) {
+        assert!(
+            Instant::now() < until,
+            "the alert output did not unsubscribe; broker log:\n{}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        broker
+            .log()
+            .lines()
+            .any(|l| l.ends_with("citygate-alerts 0 citygate/alerts/active/+")),
+        "it had subscribed at QoS 0:\n{}",
+        broker.log()
+    );
     g.shutdown().await.expect("shutdown");
 }

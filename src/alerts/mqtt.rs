@@ -28,7 +28,7 @@ use rumqttc::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::output::{
     count_delivery, message_json, record_delivery_seconds, wanted, AlertOutput, Common, Deliver,
@@ -374,6 +374,11 @@ impl Topics {
         format!("{}/active/{}", self.prefix, topic_level(id))
     }
 
+    /// Every active-state topic: subscribed on connect to find stale retained ones.
+    fn active_filter(&self) -> String {
+        format!("{}/active/+", self.prefix)
+    }
+
     /// The active-state message of an alert: its JSON, or an empty payload that clears it.
     fn active_state(&self, alert: &crate::model::Alert, tags: Option<&crate::model::Tags>) -> Pub {
         let payload = match alert.state {
@@ -555,7 +560,21 @@ struct Connection {
     /// The topic levels of the alerts active at the last connect: a retained message the
     /// broker sends on subscribing was there before it, so this snapshot decides what is stale.
     active_levels: BTreeSet<String>,
+    /// While the retained active set is being checked: when to unsubscribe, unless another
+    /// retained message comes first. `None` before the SUBACK and after the check.
+    sweep_until: Option<tokio::time::Instant>,
+    /// Whether to look for stale retained alerts on connect: not on the embedded broker,
+    /// whose retained messages end with the process that would have left them.
+    check_stale: bool,
 }
+
+/// How long after the SUBACK, or after the last retained message, the check of the retained
+/// active set ends. Brokers send a subscription's retained messages at once (mosquitto
+/// while handling the SUBSCRIBE, rumqttd on its next read), so a second of quiet is plenty.
+/// Staying subscribed would have the broker send every active-state message this output
+/// publishes back to it, and keep them in its log for that subscription: with rumqttd
+/// embedded, 15,000 active alerts cost about 30 MB that way (BENCHMARKS.md).
+const SWEEP_QUIET: Duration = Duration::from_secs(1);
 
 /// How long stopping waits for the DISCONNECT to go out.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -567,8 +586,22 @@ impl Connection {
         // connection that includes its last one (`None`: not queued on this connection yet).
         let mut jobs_out: VecDeque<(Job, Option<u64>)> = VecDeque::new();
         loop {
+            let sweep_until = self.sweep_until;
+            let sweep_end = async move {
+                match sweep_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.changed() => break,
+                _ = sweep_end => {
+                    self.sweep_until = None;
+                    let filter = self.topics.active_filter();
+                    if let Err(e) = self.client.try_unsubscribe(filter) {
+                        debug!(output = MQTT_OUTPUT, error = %e, "cannot unsubscribe from the retained active alerts");
+                    }
+                }
                 polled = self.eventloop.poll() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         self.on_connect(&mut s);
@@ -578,9 +611,18 @@ impl Connection {
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => s.acked += 1,
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        self.sweep_until = Some(tokio::time::Instant::now() + SWEEP_QUIET);
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if p.retain && !p.payload.is_empty() {
-                            self.clear_if_stale(&mut s, &p.topic);
+                        if p.retain {
+                            if self.sweep_until.is_some() {
+                                self.sweep_until =
+                                    Some(tokio::time::Instant::now() + SWEEP_QUIET);
+                            }
+                            if !p.payload.is_empty() {
+                                self.clear_if_stale(&mut s, &p.topic);
+                            }
                         }
                     }
                     Ok(_) => {}
@@ -590,6 +632,7 @@ impl Connection {
                             warn!(output = MQTT_OUTPUT, error = %why, "alert MQTT connection lost; reconnecting (undelivered alerts are sent again)");
                         }
                         self.status.set_connected(false, Some(why));
+                        self.sweep_until = None;
                         s = Session::default();
                         for (_, mark) in &mut jobs_out {
                             *mark = None;
@@ -669,7 +712,10 @@ impl Connection {
             let tags = self.common.board.tags(&a.sensor);
             self.topics.active_state(a, tags.as_ref())
         }));
-        let filter = format!("{}/active/+", self.topics.prefix);
+        if !self.check_stale {
+            return;
+        }
+        let filter = self.topics.active_filter();
         if let Err(e) = self.client.try_subscribe(filter, QoS::AtMostOnce) {
             warn!(output = MQTT_OUTPUT, error = %e, "cannot subscribe to the retained active alerts; stale ones are not cleared");
         }
@@ -705,6 +751,23 @@ impl Connection {
                 retain: true,
             }]);
         }
+    }
+}
+
+/// Whether `host:port` is the in-process broker listening on `embedded`.
+fn is_embedded_broker(host: &str, port: u16, embedded: Option<std::net::SocketAddr>) -> bool {
+    let Some(addr) = embedded else {
+        return false;
+    };
+    if port != addr.port() {
+        return false;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip == addr.ip()
+                || (ip.is_loopback() && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
+        }
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }
 
@@ -759,6 +822,8 @@ pub(crate) fn start(
         status: status.clone(),
         backoff: Backoff::new(cfg.reconnect_min.0, cfg.reconnect_max.0),
         active_levels: BTreeSet::new(),
+        sweep_until: None,
+        check_stale: !is_embedded_broker(&r.host, r.port, common.embedded_broker),
     };
     let conn_task = tokio::spawn(connection.run(jobs_rx, stopped.clone()));
     let drain = Drain {
@@ -798,6 +863,19 @@ mod tests {
         let wide = "水".repeat(200); // 600 bytes: the cut falls inside a character
         assert!(topic_level(&wide).len() <= LEVEL_MAX);
         assert_eq!(topic_level("wl-1"), "wl-1");
+    }
+
+    #[test]
+    fn the_embedded_broker_is_known_by_its_port_on_a_loopback_or_matching_host() {
+        let loopback: std::net::SocketAddr = "127.0.0.1:1883".parse().expect("addr");
+        let any: std::net::SocketAddr = "0.0.0.0:1883".parse().expect("addr");
+        assert!(is_embedded_broker("127.0.0.1", 1883, Some(loopback)));
+        assert!(is_embedded_broker("localhost", 1883, Some(loopback)));
+        assert!(is_embedded_broker("::1", 1883, Some(any)));
+        assert!(!is_embedded_broker("127.0.0.1", 1884, Some(loopback)));
+        assert!(!is_embedded_broker("127.0.0.1", 1883, None));
+        assert!(!is_embedded_broker("broker.example", 1883, Some(any)));
+        assert!(!is_embedded_broker("10.0.0.5", 1883, Some(loopback)));
     }
 
     #[test]

@@ -338,6 +338,9 @@ pub(crate) struct Common {
     pub db_path: std::path::PathBuf,
     pub fsync: crate::outbox::Fsync,
     pub raw_max: usize,
+    /// Where the in-process broker listens, when `[broker] enabled`: its retained messages
+    /// die with the process, so the MQTT output has no stale ones to look for there.
+    pub embedded_broker: Option<std::net::SocketAddr>,
 }
 
 /// How an output waits after a failure.

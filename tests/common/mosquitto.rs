@@ -176,6 +176,7 @@ impl Mosquitto {
              max_inflight_messages {inflight}\n\
              log_dest file {dir}/mosquitto.log\n\
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+             log_type subscribe\nlog_type unsubscribe\n\
              connection_messages true\n\
              listener {port} 127.0.0.1\n",
             dir = dir.display(),
