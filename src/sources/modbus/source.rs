@@ -106,6 +106,27 @@ pub fn spawn(
     }
 }
 
+/// Below this a step is shorter than tokio's timer can wait, and a poll that overran it goes
+/// again at once rather than to the next tick of the grid.
+const BACK_TO_BACK_BELOW: Duration = Duration::from_millis(1);
+
+/// When to poll next, after the poll whose tick was `last`. It keeps to the grid: the next
+/// tick is a whole number of steps after the last one, skipping ticks a slow poll overran
+/// (no drift, no burst to catch up). A step under [`BACK_TO_BACK_BELOW`] that the poll
+/// overran means "as fast as the device answers": now.
+fn next_tick(last: Instant, step: Duration, now: Instant) -> Instant {
+    let next = last + step;
+    if next > now {
+        return next;
+    }
+    if step < BACK_TO_BACK_BELOW {
+        return now;
+    }
+    let behind = now - next;
+    let skip = (behind.as_nanos() / step.as_nanos().max(1)) as u32 + 1;
+    next + step.saturating_mul(skip)
+}
+
 struct DeviceTask {
     device: Device,
     link: LinkHandle,
@@ -131,9 +152,13 @@ impl DeviceTask {
         let mut failures: u32 = 0;
         let mut reported: Reported = None;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = self.stop.changed() => return,
+            // A tick already due is polled at once: tokio's timer rounds every sleep up to
+            // its next millisecond, which would cap an overrunning device at ~1,000 polls/s.
+            if next > Instant::now() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = self.stop.changed() => return,
+                }
             }
             if *self.stop.borrow() {
                 return;
@@ -156,15 +181,7 @@ impl DeviceTask {
             } else {
                 interval
             };
-            // Keep to the grid: the next tick is a whole number of steps after the last one,
-            // skipping ticks a slow poll overran (no drift, no burst to catch up).
-            next += step;
-            let now = Instant::now();
-            if next <= now {
-                let behind = now - next;
-                let skip = (behind.as_nanos() / step.as_nanos().max(1)) as u32 + 1;
-                next += step.saturating_mul(skip);
-            }
+            next = next_tick(next, step, Instant::now());
         }
     }
 
@@ -263,5 +280,38 @@ fn count_reconnects(status: &DeviceStatus, before: u64, after: u64) {
     if re > 0 {
         status.reconnects.fetch_add(re, Ordering::Relaxed);
         metrics::counter!("citygate_modbus_reconnects_total").increment(re);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_next_tick_keeps_to_the_grid_and_skips_what_a_slow_poll_overran() {
+        let t0 = Instant::now();
+        // on time: one step on
+        assert_eq!(next_tick(t0, 1000 * MS, t0 + 10 * MS), t0 + 1000 * MS);
+        // the poll took 2.5 steps: ticks 1 and 2 are skipped, no burst
+        assert_eq!(next_tick(t0, 1000 * MS, t0 + 2500 * MS), t0 + 3000 * MS);
+        // exactly on the next tick: that one is overrun too
+        assert_eq!(next_tick(t0, 1000 * MS, t0 + 1000 * MS), t0 + 2000 * MS);
+        // 1 ms is still a grid the timer can keep
+        assert_eq!(next_tick(t0, MS, t0 + 3 * MS / 2), t0 + 2 * MS);
+    }
+
+    #[test]
+    fn a_step_shorter_than_the_timer_that_the_poll_overran_goes_again_at_once() {
+        let t0 = Instant::now();
+        let step = Duration::from_micros(50);
+        let now = t0 + Duration::from_micros(90);
+        assert_eq!(next_tick(t0, step, now), now);
+        // not overrun: it still waits for its tick
+        assert_eq!(
+            next_tick(t0, step, t0 + Duration::from_micros(20)),
+            t0 + step
+        );
     }
 }
