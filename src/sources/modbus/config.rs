@@ -345,7 +345,9 @@ pub struct DeviceConfig {
     /// Serial line settings for `rtu://` addresses. Default 9600 baud, 8N1.
     #[serde(default)]
     pub serial: Option<SerialConfig>,
-    /// Time between polls; polls keep to this grid (no drift), with a little jitter.
+    /// Time between polls; polls keep to this grid (no drift), with a little jitter. A poll
+    /// that overruns its step skips the ticks it missed; under 1ms, one that overruns goes
+    /// again at once (as fast as the device answers).
     #[serde(default = "default_interval")]
     pub interval: Dur,
     /// How long one request may take before it counts as failed and the connection is
