@@ -471,3 +471,79 @@ async fn a_sensor_flooding_over_mqtt_is_rate_limited_and_the_others_are_not() {
     );
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_max_connections_get_a_503_and_a_freed_slot_is_reused() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path(), "[http]\nmax_connections = 3\n").await;
+    let api = gw.api();
+    let addr = format!("127.0.0.1:{}", gw.http_port);
+    let before_kib = gw.peak_rss_kib();
+
+    // Three idle connections take every slot (well inside the header-read timeout).
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // A fourth, and many more: each is answered 503 and closed, and holds nothing.
+    const FLOOD: u64 = 200;
+    for i in 0..FLOOD {
+        // It reads without sending: the gateway closes a refused connection at once, and
+        // a request still unread there would turn that close into a reset.
+        let mut extra = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let mut answer = String::new();
+        tokio::time::timeout(STORE_DEADLINE, extra.read_to_string(&mut answer))
+            .await
+            .expect("the refusal comes and the connection is closed")
+            .expect("read the refusal");
+        assert!(
+            answer.starts_with("HTTP/1.1 503 "),
+            "connection {i} over the cap: {answer}"
+        );
+        if i == 0 {
+            let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let json: Value = serde_json::from_str(body).expect("a JSON error");
+            assert_eq!(json["reason"], "too_many_connections", "{answer}");
+        }
+    }
+    report_rss("max_connections", before_kib, gw.peak_rss_kib(), FLOOD);
+
+    // One idle connection leaves: its slot is free once the gateway has seen it go (a
+    // failure guard, not a timing check), and a request gets through again.
+    drop(idle.pop());
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut refused = FLOOD;
+    loop {
+        // Refused, a client that sent its request at once may see the 503 or a reset.
+        let Ok(resp) = api.client.get(format!("{}/metrics", api.base)).send().await else {
+            refused += 1;
+            assert!(Instant::now() < until, "the freed slot was never reused");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if resp.status().as_u16() == 200 {
+            let text = resp.text().await.expect("body");
+            let m = common::prometheus::parse(&text).expect("/metrics");
+            assert_eq!(
+                m.sum(
+                    "citygate_http_rejected_total",
+                    &[("reason", "too_many_connections")]
+                ),
+                refused as f64
+            );
+            break;
+        }
+        assert_eq!(resp.status().as_u16(), 503);
+        refused += 1;
+        assert!(Instant::now() < until, "the freed slot was never reused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(idle);
+}

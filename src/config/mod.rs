@@ -96,6 +96,11 @@ pub struct HttpConfig {
     /// Most clients on the SSE alert stream at once; one more is answered 503.
     #[serde(default = "default_max_sse_clients")]
     pub max_sse_clients: usize,
+    /// Most HTTP connections open at once (SSE streams included). One more is answered 503
+    /// and closed (over TLS, closed), and counted as `too_many_connections`. Keep it under
+    /// the process's file-descriptor limit, less what MQTT, Modbus and SQLite need.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Ingest requests per second each remote IP address (IPv6: each /64) may make,
     /// sustained; over it, 429 with `Retry-After`. 0 turns the limit off.
     #[serde(default = "default_ingest_rate_per_ip")]
@@ -124,6 +129,9 @@ pub struct HttpConfig {
 
 fn default_max_sse_clients() -> usize {
     100
+}
+fn default_max_connections() -> usize {
+    512
 }
 fn default_ingest_rate_per_ip() -> f64 {
     50.0

@@ -280,6 +280,9 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         if h.max_sse_clients == 0 {
             p.push("http.max_sse_clients", "must be at least 1");
         }
+        if h.max_connections == 0 {
+            p.push("http.max_connections", "must be at least 1");
+        }
         if !(h.ingest_rate_per_ip >= 0.0 && h.ingest_rate_per_ip.is_finite()) {
             p.push(
                 "http.ingest_rate_per_ip",

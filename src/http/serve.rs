@@ -104,6 +104,7 @@ pub fn tls_acceptor(cfg: &HttpTlsConfig) -> Result<TlsAcceptor, ServeTlsError> {
 /// How the loop serves.
 #[derive(Clone)]
 pub struct ServeOptions {
+    pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
@@ -114,6 +115,7 @@ impl ServeOptions {
     /// The options `[http]` asks for, with the TLS acceptor built if `[http.tls]` is set.
     pub fn from_config(cfg: &HttpConfig) -> Result<ServeOptions, ServeTlsError> {
         Ok(ServeOptions {
+            max_connections: cfg.max_connections,
             header_read_timeout: cfg.header_read_timeout.0,
             request_timeout: cfg.request_timeout.0,
             idle_timeout: cfg.idle_timeout.0,
@@ -162,6 +164,10 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, si
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     counter!("citygate_http_connections_total").increment(1);
+                    if conns.len() >= shared.opts.max_connections {
+                        refuse(tcp, shared.opts.tls.is_some());
+                        continue;
+                    }
                     conns.spawn(connection(tcp, peer, shared.clone(), signals.stop.clone()));
                 }
                 Err(e) => {
@@ -185,6 +191,21 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, si
             "HTTP connections still open after the grace period are dropped"
         );
         conns.abort_all();
+    }
+}
+
+/// Answers a connection over `http.max_connections` with a 503 and closes it. The answer is
+/// written only if the socket takes it at once, so a client that does not read costs nothing;
+/// over TLS there is no handshake to spend on it, so it is just closed.
+fn refuse(tcp: TcpStream, tls: bool) {
+    crate::telemetry::record_http_rejected("too_many_connections");
+    if !tls {
+        const BODY: &str = r#"{"error":"too many HTTP connections (http.max_connections); try again later","reason":"too_many_connections"}"#;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ = tcp.try_write(answer.as_bytes());
     }
 }
 
