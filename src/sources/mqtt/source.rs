@@ -3,11 +3,15 @@
 //! status) is shared.
 //!
 //! ```text
-//!  event-loop task ──Message──► batcher task ──AckJob──► acker task ──try_ack──► event loop
+//!  event-loop task ──Message──► batcher task ──AckJob──► acker task ──acks──► event loop
 //!  (polls rumqttc,   bounded     (route, decode,  bounded  (waits for the commit,
 //!   never awaits                  one Batch per            then acks in order)
 //!   the client)                   recv_many)
 //! ```
+//! MQTT 3.1.1: the acker hands each committed batch's messages to the event-loop task, which
+//! writes their PUBACKs into the connection and flushes once per batch. MQTT 5 (rumqttc keeps
+//! that connection private): the acker sends each ack through the client (`try_ack`), and
+//! rumqttc writes and flushes them one at a time.
 //!
 //! # Delivery
 //! A message is acknowledged only after the batch that carries its readings and dead letters
@@ -20,8 +24,9 @@
 //! on the new one, acknowledge a different, not yet committed message that reuses the id. So
 //! every message carries the *generation* of its connection; the event-loop task bumps the
 //! generation and purges queued acks (`EventLoop::clean`) under one lock, and the acker sends
-//! an ack only while holding that lock with the generation unchanged. Acks of an old
-//! generation are dropped: the broker redelivers those messages, which are then stored twice
+//! an ack only while holding that lock with the generation unchanged (MQTT 5); for MQTT 3.1.1
+//! the event-loop task writes the acks itself, between two polls, only for messages of its
+//! current generation. Acks of an old generation are dropped: the broker redelivers those messages, which are then stored twice
 //! (at-least-once, never lost).
 //!
 //! # Flow control
@@ -231,22 +236,32 @@ impl Shared {
     }
 }
 
+/// Spawns the event-loop task; returns it and where the acker sends acks.
 fn spawn_event_loop<P: super::event_loop::Protocol>(
     glue: P,
+    client: Client,
     settings: &Settings,
     shared: &Arc<Shared>,
     queue: MessageQueue,
     backoff: Backoff,
     stop: &watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(super::event_loop::run(
+) -> (tokio::task::JoinHandle<()>, AckRoute) {
+    let (route, acks) = if P::DIRECT_ACKS {
+        let (tx, rx) = mpsc::channel(ACK_JOBS);
+        (AckRoute::EventLoop(tx), Some(rx))
+    } else {
+        (AckRoute::Client(client), None)
+    };
+    let task = tokio::spawn(super::event_loop::run(
         glue,
         settings.filters.clone(),
         shared.clone(),
         queue,
+        acks,
         backoff,
         stop.clone(),
-    ))
+    ));
+    (task, route)
 }
 
 /// Sleeps before a reconnect; `false` if the source is stopped meanwhile.
@@ -410,15 +425,24 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
         max_topic_len: settings.cfg.max_topic_len,
         status: status.clone(),
     };
-    let (client, event_loop) = match settings.cfg.protocol {
+    let (client, (event_loop, ack_route)) = match settings.cfg.protocol {
         MqttProtocol::V311 => {
             let (client, eventloop) = super::v4::client(&settings);
             let glue = super::v4::V4 {
                 eventloop,
                 client: client.clone(),
             };
-            let task = spawn_event_loop(glue, &settings, &shared, msg_tx, backoff, &stop_rx);
-            (Client::V4(client), task)
+            let client = Client::V4(client);
+            let spawned = spawn_event_loop(
+                glue,
+                client.clone(),
+                &settings,
+                &shared,
+                msg_tx,
+                backoff,
+                &stop_rx,
+            );
+            (client, spawned)
         }
         MqttProtocol::V5 => {
             let (client, eventloop) = super::v5::client(&settings);
@@ -426,8 +450,17 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
                 eventloop,
                 client: client.clone(),
             };
-            let task = spawn_event_loop(glue, &settings, &shared, msg_tx, backoff, &stop_rx);
-            (Client::V5(client), task)
+            let client = Client::V5(client);
+            let spawned = spawn_event_loop(
+                glue,
+                client.clone(),
+                &settings,
+                &shared,
+                msg_tx,
+                backoff,
+                &stop_rx,
+            );
+            (client, spawned)
         }
     };
     let batcher = tokio::spawn(run_batcher(
@@ -438,7 +471,7 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
         batch_max.max(1),
         stop_rx,
     ));
-    let acker = tokio::spawn(run_acker(shared.clone(), client.clone(), ack_rx));
+    let acker = tokio::spawn(run_acker(shared.clone(), ack_route, ack_rx));
     Ok(MqttSource {
         status,
         shared,
@@ -820,14 +853,29 @@ async fn flush(
     }
 }
 
-async fn run_acker(shared: Arc<Shared>, client: Client, mut jobs: mpsc::Receiver<AckJob>) {
+/// Where the acker sends the acks of a committed batch.
+enum AckRoute {
+    /// To the event-loop task, which writes them with one flush (MQTT 3.1.1) and counts them.
+    EventLoop(mpsc::Sender<Vec<Message>>),
+    /// One by one through the client's request channel (MQTT 5).
+    Client(Client),
+}
+
+async fn run_acker(shared: Arc<Shared>, route: AckRoute, mut jobs: mpsc::Receiver<AckJob>) {
     let name = shared.status.name.clone();
     while let Some(job) = jobs.recv().await {
         match job.pending.committed().await {
-            Ok(_) => {
-                let acked = ack_in_order(&shared, &client, &job.messages).await;
-                shared.status.count_acked(acked);
-            }
+            Ok(_) => match &route {
+                // Fails only once the event loop has ended: the acks cannot be sent any more,
+                // and the broker redelivers those messages next time.
+                AckRoute::EventLoop(tx) => {
+                    let _ = tx.send(job.messages).await;
+                }
+                AckRoute::Client(client) => {
+                    let acked = ack_in_order(&shared, client, &job.messages).await;
+                    shared.status.count_acked(acked);
+                }
+            },
             Err(IngestError::Stopped) => break,
             Err(e) => {
                 let msg = format!(
