@@ -129,7 +129,7 @@ pub(super) async fn run<P: Protocol>(
                     }
                     shared.status.count_received(1);
                     let msg = Message {
-                        ack: *ack,
+                        ack,
                         received_at: now_ms(),
                         generation: shared.generation(),
                         ts,
@@ -195,7 +195,7 @@ async fn send_acks<P: Protocol>(
     let live: Vec<&AckHandle> = batch
         .iter()
         .filter(|m| m.generation == current)
-        .map(|m| &m.ack)
+        .map(|m| &*m.ack)
         .collect();
     if live.is_empty() {
         return Ok(());
@@ -254,7 +254,7 @@ mod tests {
         );
         p.pkid = pkid;
         Message {
-            ack: AckHandle::V4(p),
+            ack: Box::new(AckHandle::V4(p)),
             received_at: 0,
             generation,
             ts: None,

@@ -108,7 +108,10 @@ pub(super) fn transport_limit(max_packet_size: usize) -> usize {
 
 /// A received publish, as the glue hands it over.
 pub(super) struct Message {
-    pub ack: AckHandle,
+    /// Boxed: a publish (MQTT 5 properties and all) is a few hundred bytes, and a message is
+    /// moved several times on its way (queue, batcher, acker); the box was made by the glue
+    /// anyway. Unboxed, those copies were 15 % of the gateway's CPU draining a backlog.
+    pub ack: Box<AckHandle>,
     pub received_at: TimestampMs,
     /// The connection generation it arrived on (see the module docs).
     pub generation: u64,
@@ -1032,7 +1035,7 @@ mod tests {
             None,
         );
         Message {
-            ack: AckHandle::V5(p),
+            ack: Box::new(AckHandle::V5(p)),
             received_at: 1_000,
             generation: 0,
             ts,
