@@ -368,6 +368,21 @@ const ACK_JOBS: usize = 4;
 /// Messages taken from the channel at once.
 const RECV_MANY: usize = 1024;
 
+/// While an earlier batch is still committing, a batch of fewer messages than this waits for
+/// more (see [`gather`]).
+const GATHER_MIN: usize = 64;
+
+/// The longest such wait: the latency a message can gain so that the batch is larger.
+const GATHER_WAIT: Duration = Duration::from_millis(1);
+
+/// Batches handed to the pipeline whose commit has not come back yet.
+#[derive(Default)]
+struct Uncommitted {
+    count: AtomicUsize,
+    /// Signalled by the acker at each commit (or failure).
+    done: Notify,
+}
+
 /// How long `stop` waits for committed batches to be acked and the disconnect to be sent.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -466,15 +481,17 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
             (client, spawned)
         }
     };
+    let uncommitted = Arc::new(Uncommitted::default());
     let batcher = tokio::spawn(run_batcher(
         decoder,
         msg_rx,
         ingest,
         ack_tx,
+        uncommitted.clone(),
         batch_max.max(1),
         stop_rx,
     ));
-    let acker = tokio::spawn(run_acker(shared.clone(), ack_route, ack_rx));
+    let acker = tokio::spawn(run_acker(shared.clone(), ack_route, ack_rx, uncommitted));
     Ok(MqttSource {
         status,
         shared,
@@ -796,11 +813,41 @@ struct AckJob {
     messages: Vec<Message>,
 }
 
+enum Gathered {
+    Go,
+    Stop,
+}
+
+/// With a batch still committing, waits until `buf` holds [`GATHER_MIN`] messages, every
+/// earlier batch is committed, or [`GATHER_WAIT`] has passed. Without it the batcher made a
+/// batch of whatever had arrived since it last woke, often a handful of messages, and a batch
+/// costs about five task wake-ups (batcher, pipeline, store thread, acker, event loop) whatever
+/// its size. An idle gateway (nothing committing) sends at once.
+async fn gather(
+    rx: &mut QueueReceiver,
+    buf: &mut Vec<Message>,
+    uncommitted: &Uncommitted,
+    stop: &mut watch::Receiver<bool>,
+) -> Gathered {
+    let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+    while buf.len() < GATHER_MIN && uncommitted.count.load(Ordering::SeqCst) > 0 {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return Gathered::Stop,
+            _ = uncommitted.done.notified() => {}
+            n = rx.recv_many(buf, RECV_MANY - buf.len()) => if n == 0 { break },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    Gathered::Go
+}
+
 async fn run_batcher(
     decoder: Decoder,
     mut rx: QueueReceiver,
     ingest: Ingest,
     acks: mpsc::Sender<AckJob>,
+    uncommitted: Arc<Uncommitted>,
     batch_max: usize,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -815,6 +862,10 @@ async fn run_batcher(
         if n == 0 {
             break;
         }
+        match gather(&mut rx, &mut buf, &uncommitted, &mut stop).await {
+            Gathered::Go => {}
+            Gathered::Stop => break,
+        }
         let mut batch = new_batch(&decoder.source);
         let mut messages = Vec::with_capacity(buf.len());
         for msg in buf.drain(..) {
@@ -822,12 +873,17 @@ async fn run_batcher(
             messages.push(msg);
             if batch.readings.len() >= batch_max {
                 let full = std::mem::replace(&mut batch, new_batch(&decoder.source));
+                uncommitted.count.fetch_add(1, Ordering::SeqCst);
                 if !flush(&ingest, &acks, full, std::mem::take(&mut messages)).await {
                     return;
                 }
             }
         }
-        if !messages.is_empty() && !flush(&ingest, &acks, batch, messages).await {
+        if messages.is_empty() {
+            continue;
+        }
+        uncommitted.count.fetch_add(1, Ordering::SeqCst);
+        if !flush(&ingest, &acks, batch, messages).await {
             return;
         }
     }
@@ -864,10 +920,18 @@ enum AckRoute {
     Client(Client),
 }
 
-async fn run_acker(shared: Arc<Shared>, route: AckRoute, mut jobs: mpsc::Receiver<AckJob>) {
+async fn run_acker(
+    shared: Arc<Shared>,
+    route: AckRoute,
+    mut jobs: mpsc::Receiver<AckJob>,
+    uncommitted: Arc<Uncommitted>,
+) {
     let name = shared.status.name.clone();
     while let Some(job) = jobs.recv().await {
-        match job.pending.committed().await {
+        let committed = job.pending.committed().await;
+        uncommitted.count.fetch_sub(1, Ordering::SeqCst);
+        uncommitted.done.notify_one();
+        match committed {
             Ok(_) => match &route {
                 // Fails only once the event loop has ended: the acks cannot be sent any more,
                 // and the broker redelivers those messages next time.
@@ -1040,6 +1104,39 @@ mod tests {
             generation: 0,
             ts,
         }
+    }
+
+    #[tokio::test]
+    async fn an_idle_batcher_sends_at_once_and_a_busy_one_gathers_what_is_queued() {
+        let (tx, mut rx) = MessageQueue::new((1000, 1 << 20));
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let uncommitted = Uncommitted::default();
+        let queue = |n: usize| {
+            for i in 0..n {
+                assert!(tx.push(msg(&format!("city/e/noise/s{i}"), "{}", None)));
+            }
+        };
+        // Nothing committing: the message that woke the batcher goes alone, with no wait.
+        queue(6);
+        let mut buf = Vec::new();
+        rx.recv_many(&mut buf, 1).await;
+        assert!(matches!(
+            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            Gathered::Go
+        ));
+        assert_eq!(buf.len(), 1);
+        // A batch still committing: what is queued joins this one, up to GATHER_MIN at least.
+        uncommitted.count.store(1, Ordering::SeqCst);
+        queue(GATHER_MIN + 10);
+        assert!(matches!(
+            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            Gathered::Go
+        ));
+        assert!(buf.len() >= GATHER_MIN, "{}", buf.len());
+        assert_eq!(
+            rx.queued.messages.load(Ordering::SeqCst),
+            5 + GATHER_MIN + 10 + 1 - buf.len()
+        );
     }
 
     #[test]
