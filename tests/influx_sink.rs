@@ -750,3 +750,31 @@ async fn a_damaged_outbox_entry_is_a_dead_letter_and_does_not_block_the_rest() {
     );
     gw.shutdown().await.expect("shutdown");
 }
+
+/// A partial request goes at once when none went in the last `flush_interval`: with an hour's
+/// interval, the first readings after a quiet spell still reach the store (they used to wait
+/// the whole hour), and the outbox empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_partial_request_after_a_quiet_spell_is_not_held_for_the_flush_interval() {
+    let vm = Victoria::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = vm_sink("vm", &vm, dir.path())
+        .replace("flush_interval = \"50ms\"", "flush_interval = \"1h\"");
+    assert!(sink.contains("flush_interval = \"1h\""), "{sink}");
+    let gw = common::start(dir.path(), &format!("{SENSORS}{sink}")).await;
+    let api = Api::new(&gw);
+    let readings = level_readings(0, 3, now_ms() - 3_600_000);
+    ingest_levels(&api, &readings, 3).await;
+    common::wait_health(&api, "the outbox to drain", |h| outbox_points(h) == 0).await;
+    let n = vm
+        .wait_for_samples(
+            r#"{__name__="water_level_level"}"#,
+            readings.len(),
+            STORE_DEADLINE,
+        )
+        .await;
+    assert_eq!(n, readings.len());
+    let got = level_series(&vm.export(r#"{__name__="water_level_level"}"#).await);
+    assert_same_points(&got, &expected_levels(&readings), "");
+    gw.shutdown().await.expect("shutdown");
+}

@@ -153,6 +153,7 @@ impl Sink {
             max_lines: cfg.batch_max_lines.max(1) as u64,
             max_bytes: cfg.batch_max_bytes.max(1) as u64,
             flush: cfg.flush_interval.0,
+            last_partial: None,
             backoff: Backoff::new(cfg.retry_min.0, cfg.retry_max.0),
             retry_min: cfg.retry_min.0,
             auth_retry: cfg.auth_retry.0,
@@ -187,6 +188,8 @@ struct Drain {
     max_lines: u64,
     max_bytes: u64,
     flush: Duration,
+    /// When the last partial request (fewer lines and bytes than the limits) was taken.
+    last_partial: Option<Instant>,
     backoff: Backoff,
     /// The shortest wait before a retry, even when the server says `Retry-After: 0`.
     retry_min: Duration,
@@ -285,7 +288,10 @@ impl Drain {
             return Ok(None);
         }
         // Fewer lines than a full request: wait for more, at most until the oldest is
-        // `flush_interval` old.
+        // `flush_interval` old. But a partial request goes at once when none went in the last
+        // `flush_interval`: the store still gets at most one partial request per interval, and
+        // the end of a burst (or a lone reading after a quiet spell) is not held back a whole
+        // interval behind full requests that went out just before it.
         let full = lag.lines >= self.max_lines || lag.raw_bytes >= self.max_bytes;
         // An entry stamped after now (the clock was set back) counts as due, or a quiet
         // sink would wait for a full request.
@@ -294,17 +300,23 @@ impl Drain {
             .oldest_at
             .filter(|t| *t <= now)
             .map_or(Duration::MAX, |t| ms(now - t));
-        if !full && age < self.flush {
+        let since_partial = self.last_partial.map_or(Duration::MAX, |t| t.elapsed());
+        if !full && age < self.flush && since_partial < self.flush {
+            let wait = (self.flush - age).min(self.flush - since_partial);
             tokio::select! {
-                _ = tokio::time::sleep(self.flush - age) => {}
+                _ = tokio::time::sleep(wait) => {}
                 r = head.changed() => if r.is_err() { return Err(Stopped) },
                 _ = self.stop.changed() => return Err(Stopped),
             }
             return Ok(None);
         }
-        Ok(self
+        let range = self
             .outbox
-            .next_range(self.index, self.max_bytes, self.max_lines))
+            .next_range(self.index, self.max_bytes, self.max_lines);
+        if range.is_some_and(|r| !r.full) {
+            self.last_partial = Some(Instant::now());
+        }
+        Ok(range)
     }
 
     /// Reads and encodes a range, retrying while the outbox cannot be read.

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
 
 use super::source::{sleep_or_stop, AckHandle, Message, MessageQueue, Shared};
@@ -46,6 +46,18 @@ pub(super) trait Protocol: Send + 'static {
     fn clean(&mut self);
     /// Queues the subscriptions (never waits: this runs in the event-loop task).
     fn subscribe(&self, filters: &[String]) -> Result<(), String>;
+    /// Whether [`Protocol::write_acks`] works: the acks of committed batches then come to
+    /// the event-loop task, which writes a batch of them with one flush. Otherwise the acker
+    /// sends each through the client's request channel, which rumqttc writes and flushes one
+    /// by one (a syscall and an event-loop round per message).
+    const DIRECT_ACKS: bool;
+    /// Writes the acks onto the current connection and flushes once; returns how many
+    /// messages are acknowledged (QoS 0 ones need no packet and count too). Without a
+    /// connection nothing is written: the broker redelivers.
+    fn write_acks(
+        &mut self,
+        acks: &[&AckHandle],
+    ) -> impl Future<Output = Result<usize, Self::Error>> + Send;
     /// A connection error in plain words.
     fn describe(e: &Self::Error) -> String;
     /// The name of the broker's in-flight window in this version, for messages.
@@ -60,12 +72,21 @@ pub(super) async fn run<P: Protocol>(
     filters: Vec<String>,
     shared: Arc<Shared>,
     tx: MessageQueue,
+    mut acks: Option<mpsc::Receiver<Vec<Message>>>,
     mut backoff: Backoff,
     mut stop: watch::Receiver<bool>,
 ) {
     let name = shared.status.name.clone();
     loop {
         let polled = tokio::select! {
+            // Acks first: at stop, the DISCONNECT queued after the last batch was handed over
+            // must not overtake its acks. Dropping the poll future meanwhile is safe: rumqttc
+            // keeps read bytes and decoded events in the event loop, not in the future.
+            biased;
+            Some(batch) = next_acks(&mut acks) => match send_acks(&mut proto, &shared, &batch).await {
+                Ok(()) => continue,
+                Err(e) => Some(Err(e)),
+            },
             ev = proto.poll() => Some(ev),
             _ = shared.reconnect.notified(), if !shared.stopping.load(Ordering::SeqCst) => None,
         };
@@ -108,7 +129,7 @@ pub(super) async fn run<P: Protocol>(
                     }
                     shared.status.count_received(1);
                     let msg = Message {
-                        ack: *ack,
+                        ack,
                         received_at: now_ms(),
                         generation: shared.generation(),
                         ts,
@@ -147,4 +168,125 @@ pub(super) async fn run<P: Protocol>(
     }
     shared.loop_done.store(true, Ordering::SeqCst);
     shared.status.set_connected(false);
+}
+
+/// The next batch of acks for the event loop to write; never ready without a channel, and
+/// the channel is dropped once the acker is gone.
+async fn next_acks(acks: &mut Option<mpsc::Receiver<Vec<Message>>>) -> Option<Vec<Message>> {
+    let rx = acks.as_mut()?;
+    match rx.recv().await {
+        Some(batch) => Some(batch),
+        None => {
+            *acks = None;
+            None
+        }
+    }
+}
+
+/// Writes the acks of a committed batch, in arrival order, skipping messages of an earlier
+/// connection (see the generation rule in `source.rs`): the broker redelivers those.
+async fn send_acks<P: Protocol>(
+    proto: &mut P,
+    shared: &Shared,
+    batch: &[Message],
+) -> Result<(), P::Error> {
+    // Only this task moves the generation, so it cannot change while the acks are written.
+    let current = shared.generation();
+    let live: Vec<&AckHandle> = batch
+        .iter()
+        .filter(|m| m.generation == current)
+        .map(|m| &*m.ack)
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    let acked = proto.write_acks(&live).await?;
+    shared.status.count_acked(acked as u64);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::sources::mqtt::status::SourceStatus;
+
+    /// Records the packet ids it is asked to ack.
+    struct Recorder {
+        written: Vec<u16>,
+    }
+
+    impl Protocol for Recorder {
+        type Error = String;
+        const WINDOW: &'static str = "window";
+        const DIRECT_ACKS: bool = true;
+
+        async fn poll(&mut self) -> Result<Step, String> {
+            Ok(Step::Other)
+        }
+        fn clean(&mut self) {}
+        fn subscribe(&self, _filters: &[String]) -> Result<(), String> {
+            Ok(())
+        }
+        fn describe(e: &String) -> String {
+            e.clone()
+        }
+        async fn write_acks(&mut self, acks: &[&AckHandle]) -> Result<usize, String> {
+            for ack in acks {
+                if let AckHandle::V4(p) = ack {
+                    self.written.push(p.pkid);
+                }
+            }
+            Ok(acks.len())
+        }
+    }
+
+    fn message(pkid: u16, generation: u64) -> Message {
+        let mut p = rumqttc::Publish::new(
+            "city/x/noise/a",
+            rumqttc::QoS::AtLeastOnce,
+            Bytes::from_static(b"{}"),
+        );
+        p.pkid = pkid;
+        Message {
+            ack: Box::new(AckHandle::V4(p)),
+            received_at: 0,
+            generation,
+            ts: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_are_written_in_order_and_only_for_the_current_connection() {
+        let shared = Shared {
+            status: Arc::new(SourceStatus::new("t", "mqtt://x:1")),
+            generation: Mutex::new(1),
+            reconnect: Notify::new(),
+            reconnect_wanted: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            loop_done: AtomicBool::new(false),
+        };
+        let mut proto = Recorder {
+            written: Vec::new(),
+        };
+        // Ids 1 and 2 came on the connection before the current one: on this one they may
+        // name other, uncommitted messages, so they must not be acked.
+        let batch = vec![message(1, 0), message(7, 1), message(2, 0), message(3, 1)];
+        send_acks(&mut proto, &shared, &batch)
+            .await
+            .expect("written");
+        assert_eq!(proto.written, vec![7, 3]);
+        assert_eq!(shared.status.snapshot().acked, 2);
+        // A batch wholly of an old connection writes nothing.
+        send_acks(&mut proto, &shared, &[message(9, 0)])
+            .await
+            .expect("nothing to write");
+        assert_eq!(proto.written, vec![7, 3]);
+        assert_eq!(shared.status.snapshot().acked, 2);
+    }
 }

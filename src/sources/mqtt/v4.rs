@@ -1,10 +1,12 @@
 //! MQTT 3.1.1 glue: the rumqttc options and the event-loop task.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, QoS, StateError, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    Packet, PubAck, PubRec, QoS, Request, StateError, SubscribeFilter, SubscribeReasonCode,
+    TlsConfiguration, Transport,
 };
 
 use super::event_loop::{Grant, Protocol, Step};
@@ -81,6 +83,45 @@ impl Protocol for V4 {
 
     fn describe(e: &ConnectionError) -> String {
         describe(e)
+    }
+
+    const DIRECT_ACKS: bool = true;
+
+    /// rumqttc's PUBACK for a QoS 1 message is stateless (it only reports the packet as an
+    /// outgoing event), so it is written straight into the connection's buffer; a PUBREC
+    /// (QoS 2) goes through the session state, which must know about it.
+    async fn write_acks(&mut self, acks: &[&AckHandle]) -> Result<usize, ConnectionError> {
+        let flush_timeout =
+            Duration::from_secs(self.eventloop.network_options.connection_timeout());
+        let Some(network) = self.eventloop.network.as_mut() else {
+            return Ok(0);
+        };
+        let mut acked = 0;
+        let mut written = 0;
+        for ack in acks {
+            let AckHandle::V4(p) = ack else {
+                continue;
+            };
+            let packet = match p.qos {
+                QoS::AtMostOnce => None,
+                QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(p.pkid))),
+                QoS::ExactlyOnce => self
+                    .eventloop
+                    .state
+                    .handle_outgoing_packet(Request::PubRec(PubRec::new(p.pkid)))?,
+            };
+            if let Some(packet) = packet {
+                network.write(packet).await?;
+                written += 1;
+            }
+            acked += 1;
+        }
+        if written > 0 {
+            tokio::time::timeout(flush_timeout, network.flush())
+                .await
+                .map_err(|_| ConnectionError::FlushTimeout)??;
+        }
+        Ok(acked)
     }
 }
 
