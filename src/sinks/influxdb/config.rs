@@ -77,7 +77,9 @@ pub struct InfluxConfig {
     /// Most bytes per write request, counted before compression.
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: usize,
-    /// How long a partial batch waits for more lines before it is written.
+    /// Longest a partial batch (below `batch_max_lines`/`batch_max_bytes`) waits for more
+    /// lines. At most one partial batch is written per interval; the first after a quiet
+    /// interval is written at once.
     #[serde(default = "default_flush_interval")]
     pub flush_interval: Dur,
     /// Limit on establishing the TCP (and TLS) connection.
