@@ -111,7 +111,10 @@ pub fn retarget(mqtt: &mut [MqttConfig], from: SocketAddr, to: SocketAddr) -> us
     n
 }
 
-fn names_addr(authority: &str, addr: SocketAddr) -> bool {
+/// Whether `authority` (`host:port`, an IPv6 host in brackets) names the listener at `addr`.
+/// `localhost` and the loopback address name an unspecified listener (`0.0.0.0` takes IPv4
+/// loopback only; `[::]` takes both on Linux).
+pub(crate) fn names_addr(authority: &str, addr: SocketAddr) -> bool {
     let Some((host, port)) = authority.rsplit_once(':') else {
         return false;
     };
@@ -123,7 +126,12 @@ fn names_addr(authority: &str, addr: SocketAddr) -> bool {
         return addr.ip().is_loopback() || addr.ip().is_unspecified();
     }
     match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip == addr.ip() || (addr.ip().is_unspecified() && ip.is_loopback()),
+        Ok(ip) => {
+            ip == addr.ip()
+                || (addr.ip().is_unspecified()
+                    && ip.is_loopback()
+                    && (addr.is_ipv6() || ip.is_ipv4()))
+        }
         Err(_) => false,
     }
 }

@@ -28,7 +28,7 @@ use rumqttc::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::output::{
     count_delivery, message_json, record_delivery_seconds, wanted, AlertOutput, Common, Deliver,
@@ -518,6 +518,8 @@ const JOBS_IN_FLIGHT: usize = 4;
 #[derive(Default)]
 struct Session {
     connected: bool,
+    /// The check of the retained active set on this connection (see [`Sweep`]).
+    sweep: Sweep,
     /// Messages queued on this connection, and PUBACKs received on it.
     queued: u64,
     acked: u64,
@@ -534,7 +536,13 @@ impl Session {
     }
 
     /// Hands queued messages to rumqttc until its channel is full; never waits.
-    fn flush(&mut self, client: &AsyncClient) {
+    fn flush(&mut self, client: &AsyncClient, topics: &Topics) {
+        // Before any publish: a full request channel must not keep the output subscribed.
+        if self.sweep == Sweep::Unsubscribe
+            && client.try_unsubscribe(topics.active_filter()).is_ok()
+        {
+            self.sweep = Sweep::Off;
+        }
         while let Some(m) = self.outq.front() {
             let sent = client.try_publish(
                 m.topic.clone(),
@@ -560,21 +568,51 @@ struct Connection {
     /// The topic levels of the alerts active at the last connect: a retained message the
     /// broker sends on subscribing was there before it, so this snapshot decides what is stale.
     active_levels: BTreeSet<String>,
-    /// While the retained active set is being checked: when to unsubscribe, unless another
-    /// retained message comes first. `None` before the SUBACK and after the check.
-    sweep_until: Option<tokio::time::Instant>,
     /// Whether to look for stale retained alerts on connect: not on the embedded broker,
     /// whose retained messages end with the process that would have left them.
     check_stale: bool,
 }
 
-/// How long after the SUBACK, or after the last retained message, the check of the retained
-/// active set ends. Brokers send a subscription's retained messages at once (mosquitto
-/// while handling the SUBSCRIBE, rumqttd on its next read), so a second of quiet is plenty.
-/// Staying subscribed would have the broker send every active-state message this output
-/// publishes back to it, and keep them in its log for that subscription: with rumqttd
-/// embedded, 15,000 active alerts cost about 30 MB that way (BENCHMARKS.md).
+/// The check of the retained active set on one connection. The output subscribes to it
+/// after connecting, clears what is stale, and then unsubscribes: staying subscribed would
+/// have the broker send back every active-state message the output publishes. (A rumqttd
+/// broker keeps filling the log it made for the filter even then, which is why there is
+/// no check at all on the embedded one.)
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum Sweep {
+    /// No check on this connection, or it is over.
+    #[default]
+    Off,
+    /// Subscribed: waiting for the SUBACK, and for the PUBACK of every message queued at
+    /// connect (`after` of them): the broker handles packets in order, so by then it has
+    /// handled the SUBSCRIBE and sent what it sends for it.
+    Waiting { suback: bool, after: u64 },
+    /// Retained messages may still come: the check ends this long after the last one.
+    Quiet(tokio::time::Instant),
+    /// Over: the UNSUBSCRIBE goes out with the next flush that finds room for it.
+    Unsubscribe,
+}
+
+/// How long the check of the retained active set waits, once the broker has handled the
+/// SUBSCRIBE, for more retained messages before it ends. Brokers send a subscription's
+/// retained messages at once (mosquitto while handling the SUBSCRIBE, rumqttd on its next
+/// read), so a second of quiet is plenty.
 const SWEEP_QUIET: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// Moves the check on after a SUBACK or a PUBACK.
+    fn sweep_progress(&mut self) {
+        if let Sweep::Waiting {
+            suback: true,
+            after,
+        } = self.sweep
+        {
+            if self.acked >= after {
+                self.sweep = Sweep::Quiet(tokio::time::Instant::now() + SWEEP_QUIET);
+            }
+        }
+    }
+}
 
 /// How long stopping waits for the DISCONNECT to go out.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -586,22 +624,16 @@ impl Connection {
         // connection that includes its last one (`None`: not queued on this connection yet).
         let mut jobs_out: VecDeque<(Job, Option<u64>)> = VecDeque::new();
         loop {
-            let sweep_until = self.sweep_until;
+            let sweep = s.sweep;
             let sweep_end = async move {
-                match sweep_until {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
+                match sweep {
+                    Sweep::Quiet(t) => tokio::time::sleep_until(t).await,
+                    _ => std::future::pending().await,
                 }
             };
             tokio::select! {
                 _ = stop.changed() => break,
-                _ = sweep_end => {
-                    self.sweep_until = None;
-                    let filter = self.topics.active_filter();
-                    if let Err(e) = self.client.try_unsubscribe(filter) {
-                        debug!(output = MQTT_OUTPUT, error = %e, "cannot unsubscribe from the retained active alerts");
-                    }
-                }
+                _ = sweep_end => s.sweep = Sweep::Unsubscribe,
                 polled = self.eventloop.poll() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         self.on_connect(&mut s);
@@ -610,15 +642,20 @@ impl Connection {
                             *mark = Some(s.queued);
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(_))) => s.acked += 1,
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        s.acked += 1;
+                        s.sweep_progress();
+                    }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        self.sweep_until = Some(tokio::time::Instant::now() + SWEEP_QUIET);
+                        if let Sweep::Waiting { suback, .. } = &mut s.sweep {
+                            *suback = true;
+                        }
+                        s.sweep_progress();
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if p.retain {
-                            if self.sweep_until.is_some() {
-                                self.sweep_until =
-                                    Some(tokio::time::Instant::now() + SWEEP_QUIET);
+                            if let Sweep::Quiet(_) = s.sweep {
+                                s.sweep = Sweep::Quiet(tokio::time::Instant::now() + SWEEP_QUIET);
                             }
                             if !p.payload.is_empty() {
                                 self.clear_if_stale(&mut s, &p.topic);
@@ -632,7 +669,6 @@ impl Connection {
                             warn!(output = MQTT_OUTPUT, error = %why, "alert MQTT connection lost; reconnecting (undelivered alerts are sent again)");
                         }
                         self.status.set_connected(false, Some(why));
-                        self.sweep_until = None;
                         s = Session::default();
                         for (_, mark) in &mut jobs_out {
                             *mark = None;
@@ -656,7 +692,7 @@ impl Connection {
                 },
             }
             if s.connected {
-                s.flush(&self.client);
+                s.flush(&self.client, &self.topics);
             }
             // PUBACKs come in order (MQTT 3.1.1 4.6), so a page is done once the count
             // reaches its last message.
@@ -716,8 +752,17 @@ impl Connection {
             return;
         }
         let filter = self.topics.active_filter();
-        if let Err(e) = self.client.try_subscribe(filter, QoS::AtMostOnce) {
-            warn!(output = MQTT_OUTPUT, error = %e, "cannot subscribe to the retained active alerts; stale ones are not cleared");
+        match self.client.try_subscribe(filter, QoS::AtMostOnce) {
+            // The publishes queued above are flushed after this SUBSCRIBE.
+            Ok(()) => {
+                s.sweep = Sweep::Waiting {
+                    suback: false,
+                    after: s.queued,
+                }
+            }
+            Err(e) => {
+                warn!(output = MQTT_OUTPUT, error = %e, "cannot subscribe to the retained active alerts; stale ones are not cleared")
+            }
         }
     }
 
@@ -754,21 +799,18 @@ impl Connection {
     }
 }
 
-/// Whether `host:port` is the in-process broker listening on `embedded`.
+/// Whether `host:port` is the in-process broker listening on `embedded` (the rule the
+/// `[[mqtt]]` connections are pointed at it by, `crate::broker::names_addr`).
 fn is_embedded_broker(host: &str, port: u16, embedded: Option<std::net::SocketAddr>) -> bool {
     let Some(addr) = embedded else {
         return false;
     };
-    if port != addr.port() {
-        return false;
-    }
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => {
-            ip == addr.ip()
-                || (ip.is_loopback() && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
-        }
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    crate::broker::names_addr(&authority, addr)
 }
 
 /// Resolves the settings (a missing password or TLS file fails here) and starts the
@@ -822,7 +864,6 @@ pub(crate) fn start(
         status: status.clone(),
         backoff: Backoff::new(cfg.reconnect_min.0, cfg.reconnect_max.0),
         active_levels: BTreeSet::new(),
-        sweep_until: None,
         check_stale: !is_embedded_broker(&r.host, r.port, common.embedded_broker),
     };
     let conn_task = tokio::spawn(connection.run(jobs_rx, stopped.clone()));
@@ -867,15 +908,44 @@ mod tests {
 
     #[test]
     fn the_embedded_broker_is_known_by_its_port_on_a_loopback_or_matching_host() {
-        let loopback: std::net::SocketAddr = "127.0.0.1:1883".parse().expect("addr");
-        let any: std::net::SocketAddr = "0.0.0.0:1883".parse().expect("addr");
-        assert!(is_embedded_broker("127.0.0.1", 1883, Some(loopback)));
-        assert!(is_embedded_broker("localhost", 1883, Some(loopback)));
-        assert!(is_embedded_broker("::1", 1883, Some(any)));
-        assert!(!is_embedded_broker("127.0.0.1", 1884, Some(loopback)));
+        let addr = |a: &str| -> Option<std::net::SocketAddr> { Some(a.parse().expect("addr")) };
+        assert!(is_embedded_broker(
+            "127.0.0.1",
+            1883,
+            addr("127.0.0.1:1883")
+        ));
+        assert!(is_embedded_broker(
+            "localhost",
+            1883,
+            addr("127.0.0.1:1883")
+        ));
+        assert!(is_embedded_broker("127.0.0.1", 1883, addr("0.0.0.0:1883")));
+        assert!(is_embedded_broker("::1", 1883, addr("[::]:1883")));
+        assert!(is_embedded_broker("::1", 1883, addr("[::1]:1883")));
+        // 0.0.0.0 is IPv4 only: [::1]:1883 is another socket
+        assert!(!is_embedded_broker("::1", 1883, addr("0.0.0.0:1883")));
+        // a broker on a LAN address is not what localhost names
+        assert!(!is_embedded_broker(
+            "localhost",
+            1883,
+            addr("10.0.0.5:1883")
+        ));
+        assert!(!is_embedded_broker(
+            "127.0.0.1",
+            1884,
+            addr("127.0.0.1:1883")
+        ));
         assert!(!is_embedded_broker("127.0.0.1", 1883, None));
-        assert!(!is_embedded_broker("broker.example", 1883, Some(any)));
-        assert!(!is_embedded_broker("10.0.0.5", 1883, Some(loopback)));
+        assert!(!is_embedded_broker(
+            "broker.example",
+            1883,
+            addr("0.0.0.0:1883")
+        ));
+        assert!(!is_embedded_broker(
+            "10.0.0.5",
+            1883,
+            addr("127.0.0.1:1883")
+        ));
     }
 
     #[test]

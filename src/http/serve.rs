@@ -164,6 +164,8 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, si
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     counter!("citygate_http_connections_total").increment(1);
+                    // Finished connections not yet joined must not count against the cap.
+                    while conns.try_join_next().is_some() {}
                     if conns.len() >= shared.opts.max_connections {
                         refuse(tcp, shared.opts.tls.is_some());
                         continue;

@@ -55,20 +55,22 @@ impl GatewayProcess {
         };
         let log_start = g.log().len();
         g.spawn();
-        g.http_port = g.bound_port(log_start);
+        g.http_port = g.logged_port(log_start, "HTTP API listening", "addr=");
         write_base(g.http_port);
         g
     }
 
-    /// The HTTP port of the process just spawned, from the `HTTP API listening` line it
-    /// logs after `log_start` (panics with the log after a minute, or if it exits).
-    fn bound_port(&mut self, log_start: usize) -> u16 {
+    /// The port of the address the process logged after `log_start` on its first line
+    /// containing `marker`, as `key<address>` (e.g. `addr=127.0.0.1:4321`). Panics with the
+    /// log after a minute, or if the process exits first. (A blocking wait: it runs once per
+    /// start, for the few milliseconds the process takes to listen.)
+    pub fn logged_port(&mut self, log_start: usize, marker: &str, key: &str) -> u16 {
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             let log = self.log();
             let port = log.get(log_start..).and_then(|new| {
-                let line = new.lines().find(|l| l.contains("HTTP API listening"))?;
-                let rest = &line[line.find("addr=")? + "addr=".len()..];
+                let line = new.lines().find(|l| l.contains(marker))?;
+                let rest = &line[line.find(key)? + key.len()..];
                 let addr = rest.split_whitespace().next()?;
                 addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
             });
@@ -76,11 +78,11 @@ impl GatewayProcess {
                 return port;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("the gateway exited ({status}) before it listened; log:\n{log}");
+                panic!("the gateway exited ({status}) before it logged `{marker}`; log:\n{log}");
             }
             assert!(
                 Instant::now() < until,
-                "the gateway did not log `HTTP API listening addr=...` (info level) within a minute; log:\n{log}"
+                "the gateway did not log `{marker} ... {key}<address>` within a minute; log:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -92,6 +94,15 @@ impl GatewayProcess {
             .append(true)
             .open(&self.log)
             .expect("open gateway log");
+        // The port is read from an info line of citygate::app, whatever else the test or the
+        // caller's RUST_LOG asks for.
+        let filter = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "RUST_LOG")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("RUST_LOG").ok())
+            .unwrap_or_else(|| "info".into());
         let child = Command::new(env!("CARGO_BIN_EXE_citygate"))
             .arg("run")
             .arg("-c")
@@ -99,6 +110,7 @@ impl GatewayProcess {
             .arg("-c")
             .arg(&self.config)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", format!("{filter},citygate::app=info"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -114,7 +126,16 @@ impl GatewayProcess {
 
     /// Waits until `/health` answers (a failure guard: panics after a minute, with the log).
     pub async fn wait_ready(&mut self) {
-        let api = self.api();
+        // No pooled connection left behind: a test of the connection cap counts them.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let api = Api {
+            base: self.api().base,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("HTTP client"),
+        };
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = api.client.get(format!("{}/health", api.base)).send().await {
@@ -189,7 +210,16 @@ impl GatewayProcess {
     /// Starts the binary again with the same config and data.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "the gateway is still running");
+        let log_start = self.log().len();
         self.spawn();
+        // Its old port, or a clear failure (not a neighbour's gateway answering on it).
+        let port = self.logged_port(log_start, "HTTP API listening", "addr=");
+        assert_eq!(
+            port,
+            self.http_port,
+            "the restarted gateway listens elsewhere; log:\n{}",
+            self.log()
+        );
     }
 
     /// A field of the running process's `/proc/<pid>/status` in KiB, e.g. `VmHWM` (peak RSS)

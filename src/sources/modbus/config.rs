@@ -346,8 +346,8 @@ pub struct DeviceConfig {
     #[serde(default)]
     pub serial: Option<SerialConfig>,
     /// Time between polls; polls keep to this grid (no drift), with a little jitter. A poll
-    /// that overruns its step skips the ticks it missed; under 1ms, one that overruns goes
-    /// again at once (as fast as the device answers).
+    /// that overruns its step skips the ticks it missed. Under 1ms (the timer's resolution)
+    /// means back to back: each poll starts as soon as the last one is done.
     #[serde(default = "default_interval")]
     pub interval: Dur,
     /// How long one request may take before it counts as failed and the connection is

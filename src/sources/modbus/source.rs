@@ -106,24 +106,25 @@ pub fn spawn(
     }
 }
 
-/// Below this a step is shorter than tokio's timer can wait, and a poll that overran it goes
-/// again at once rather than to the next tick of the grid.
+/// A step under this is shorter than tokio's timer can wait (it rounds every sleep up to the
+/// next millisecond): such an interval means "as fast as the device answers".
 const BACK_TO_BACK_BELOW: Duration = Duration::from_millis(1);
 
 /// When to poll next, after the poll whose tick was `last`. It keeps to the grid: the next
 /// tick is a whole number of steps after the last one, skipping ticks a slow poll overran
-/// (no drift, no burst to catch up). A step under [`BACK_TO_BACK_BELOW`] that the poll
-/// overran means "as fast as the device answers": now.
+/// (no drift, no burst to catch up). A step under [`BACK_TO_BACK_BELOW`] polls again now.
 fn next_tick(last: Instant, step: Duration, now: Instant) -> Instant {
+    if step < BACK_TO_BACK_BELOW {
+        return now;
+    }
     let next = last + step;
     if next > now {
         return next;
     }
-    if step < BACK_TO_BACK_BELOW {
-        return now;
-    }
     let behind = now - next;
-    let skip = (behind.as_nanos() / step.as_nanos().max(1)) as u32 + 1;
+    let skip = u32::try_from(behind.as_nanos() / step.as_nanos().max(1))
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
     next + step.saturating_mul(skip)
 }
 
@@ -303,15 +304,13 @@ mod tests {
     }
 
     #[test]
-    fn a_step_shorter_than_the_timer_that_the_poll_overran_goes_again_at_once() {
+    fn a_step_shorter_than_the_timer_means_back_to_back() {
         let t0 = Instant::now();
         let step = Duration::from_micros(50);
         let now = t0 + Duration::from_micros(90);
         assert_eq!(next_tick(t0, step, now), now);
-        // not overrun: it still waits for its tick
-        assert_eq!(
-            next_tick(t0, step, t0 + Duration::from_micros(20)),
-            t0 + step
-        );
+        // not overrun either: the timer could not wait 30 µs, so it goes now
+        let early = t0 + Duration::from_micros(20);
+        assert_eq!(next_tick(t0, step, early), early);
     }
 }
