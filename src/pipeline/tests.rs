@@ -1134,3 +1134,90 @@ fn restored_sensors_respect_max_sensors() {
     assert_eq!(out.stats.accepted, 1);
     assert_eq!(reasons(&out), vec![("too_many_sensors", "r3".to_string())]);
 }
+
+/// A sensor's alerts and `for` waits share one place (`SensorAlerts`): many at once must each
+/// keep their own state, be found by their ack, and resolve alone. The `for` wait of `gas` is
+/// the only thing left there while `level` resolves, and must survive it.
+#[test]
+fn one_sensors_alerts_and_waits_live_side_by_side() {
+    let mut p = pipeline();
+    let at = |m: i64| t0() + m * MIN;
+    assert_eq!(
+        events(&feed_v(&mut p, "level", 10.2, at(0)), "level"),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
+    assert!(events(&feed_v(&mut p, "gas", 30.0, at(1)), "gas").is_empty());
+    assert_eq!(
+        // slowly enough not to be a spike
+        events(&feed_v(&mut p, "level", 9.4, at(10)), "level"),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
+    assert_eq!(
+        events(&feed_v(&mut p, "gas", 30.0, at(11)), "gas"),
+        vec![(AlertEventKind::Raised, Severity::Warning)],
+        "the wait that began at minute 1 was kept while level resolved"
+    );
+    assert_eq!(
+        events(&feed_v(&mut p, "ph", 5.0, at(12)), "ph"),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
+    feed_v(&mut p, "energy", 500.0, at(13));
+    let out = feed_v(&mut p, "energy", 10.0, at(14));
+    assert_eq!(
+        events(&out, FAULT_RULE),
+        vec![(AlertEventKind::Raised, Severity::Info)]
+    );
+    let out = p.tick(at(24));
+    assert_eq!(
+        events(&out, OFFLINE_RULE),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
+    let mut active: Vec<(String, String)> = p
+        .active_alerts()
+        .into_iter()
+        .map(|a| (a.rule.to_string(), a.id))
+        .collect();
+    active.sort();
+    let rules: Vec<&str> = active.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(rules, ["gas", "offline", "ph", "sensor_fault"]);
+    for (rule, id) in &active {
+        let out = p.ack(id, "op", rule, at(25)).expect("active alert");
+        assert_eq!(out.alerts.len(), 1);
+        let a = &out.alerts[0];
+        assert_eq!(
+            (a.id.as_str(), a.rule.as_str()),
+            (id.as_str(), rule.as_str())
+        );
+        assert_eq!(
+            out.alerts[0].ack.as_ref().map(|a| a.comment.as_str()),
+            Some(rule.as_str())
+        );
+    }
+    // A good counter reading clears the fault and, being a reading, the deadman.
+    let out = feed_v(&mut p, "energy", 501.0, at(26));
+    assert_eq!(
+        events(&out, FAULT_RULE),
+        vec![(AlertEventKind::Resolved, Severity::Info)]
+    );
+    assert_eq!(
+        events(&out, OFFLINE_RULE),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
+    let out = feed_v(&mut p, "ph", 7.0, at(27));
+    assert_eq!(
+        events(&out, "ph"),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
+    let left: Vec<String> = p
+        .active_alerts()
+        .into_iter()
+        .map(|a| a.rule.to_string())
+        .collect();
+    assert_eq!(left, ["gas"]);
+    let acked = p.active_alerts().pop().and_then(|a| a.ack).map(|a| a.by);
+    assert_eq!(
+        acked.as_deref(),
+        Some("op"),
+        "gas keeps its ack through the others' changes"
+    );
+}
