@@ -235,7 +235,16 @@ pub struct Pipeline {
     /// resolved alert under the same id): starts at the creation time, counts raises.
     raise_seq: u64,
     local: LocalTime,
+    /// Profiles of unlisted sensors by kind and tags, so that the sensors whose payloads
+    /// bring the same tags (a district, say) share one instead of each holding a copy
+    /// (~100 bytes per sensor). At most [`SHARED_PROFILES`]; past it, a new combination gets
+    /// a profile of its own, as every sensor did before.
+    shared_profiles: FxHashMap<(CompactString, Tags), Arc<SensorProfile>>,
 }
+
+/// Most distinct (kind, tags) profiles kept for sharing: tags that differ for every sensor
+/// (a street address) would otherwise fill the map with profiles nobody shares.
+const SHARED_PROFILES: usize = 4096;
 
 impl Pipeline {
     /// A pipeline knowing the configured sensors; their deadman clocks start at `now`.
@@ -257,7 +266,24 @@ impl Pipeline {
                 key: i64::MIN,
                 offset_s: 0,
             },
+            shared_profiles: FxHashMap::default(),
         }
+    }
+
+    /// [`Catalog::unlisted`], shared with the earlier sensors of the same kind and tags.
+    fn unlisted_profile(&mut self, kind: &str, tags: Option<Tags>) -> Option<Arc<SensorProfile>> {
+        let Some(tags) = tags else {
+            return self.catalog.unlisted(kind, None);
+        };
+        let key = (CompactString::from(kind), tags);
+        if let Some(p) = self.shared_profiles.get(&key) {
+            return Some(p.clone());
+        }
+        let profile = self.catalog.unlisted(kind, Some(key.1.clone()))?;
+        if self.shared_profiles.len() < SHARED_PROFILES {
+            self.shared_profiles.insert(key, profile.clone());
+        }
+        Some(profile)
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -291,7 +317,7 @@ impl Pipeline {
         {
             return;
         }
-        if let Some(profile) = self.catalog.unlisted(kind, tags) {
+        if let Some(profile) = self.unlisted_profile(kind, tags) {
             self.sensors
                 .insert(id.into(), SensorState::new(profile, now));
         }
@@ -727,7 +753,7 @@ impl Pipeline {
                 ),
             ));
         }
-        let Some(profile) = self.catalog.unlisted(&r.kind, r.tags.clone()) else {
+        let Some(profile) = self.unlisted_profile(&r.kind, r.tags.clone()) else {
             let mut kinds: Vec<&str> = self.catalog.kinds().map(|k| k.name.as_str()).collect();
             kinds.sort_unstable();
             return Err((

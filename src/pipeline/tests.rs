@@ -354,6 +354,31 @@ fn new_sensor_is_registered_once_with_its_tags() {
     assert!(out.new_sensors.is_empty());
 }
 
+/// Unlisted sensors that bring the same tags share one profile; each still gets its own
+/// tags on its readings and in the registry.
+#[test]
+fn unlisted_sensors_with_the_same_tags_share_a_profile() {
+    let mut p = pipeline();
+    let tagged = |sensor: &str, district: &str| {
+        let mut r = Reading::new(sensor, "tk", "level", 5.0, t0());
+        r.tags = Some(Arc::from(vec![("district".into(), district.into())]));
+        r
+    };
+    for (sensor, district) in [("a", "x"), ("b", "x"), ("c", "y"), ("d", "y"), ("e", "x")] {
+        let out = feed(&mut p, tagged(sensor, district));
+        let registered = out.new_sensors[0].tags.as_ref().map(|t| t[0].1.to_string());
+        let stored = out.accepted[0].tags.as_ref().map(|t| t[0].1.to_string());
+        assert_eq!(registered.as_deref(), Some(district));
+        assert_eq!(stored.as_deref(), Some(district));
+    }
+    let profile = |id: &str| p.sensors[id].profile.clone();
+    assert!(Arc::ptr_eq(&profile("a"), &profile("b")));
+    assert!(Arc::ptr_eq(&profile("a"), &profile("e")));
+    assert!(Arc::ptr_eq(&profile("c"), &profile("d")));
+    assert!(!Arc::ptr_eq(&profile("a"), &profile("c")));
+    assert_eq!(p.shared_profiles.len(), 2);
+}
+
 #[test]
 fn counter_rollover_is_accepted() {
     let mut p = pipeline();
