@@ -481,7 +481,7 @@ pub(super) fn fault(
 #[allow(clippy::too_many_arguments)]
 pub(super) fn evaluate_rule(
     index: usize,
-    rs: &mut RuleState,
+    rs: RuleState,
     alerts: &mut SensorAlerts,
     series: Option<&Series>,
     r: &Reading,
@@ -493,12 +493,18 @@ pub(super) fn evaluate_rule(
     let x = match rule.source {
         ValueSource::Instant => r.value,
         ValueSource::Window { ms, aggregate } => match series {
-            Some(s) => rs.window.push(s, ms, aggregate, &mut rs.aux),
-            // SensorState::new makes a series for every metric a windowed rule reads.
+            // SensorState::new makes a series for every metric a windowed rule reads, and a
+            // window for every such rule; candidates for those that are max or min.
+            Some(s) => {
+                let Some(window) = rs.window else { return };
+                let mut none = None;
+                window.push(s, ms, aggregate, rs.aux.unwrap_or(&mut none))
+            }
             None => return,
         },
         ValueSource::Rate { per_ms } => {
-            let history = rs.aux.get_or_insert_with(Default::default);
+            let Some(aux) = rs.aux else { return };
+            let history = aux.get_or_insert_with(Default::default);
             match rate_over_span(history, r.ts, r.value, per_ms) {
                 Some(rate) => rate,
                 // not yet a long enough span to tell a rate from noise

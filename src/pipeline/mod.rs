@@ -20,7 +20,8 @@ use bytes::Bytes;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 
-use crate::catalog::{Catalog, SensorProfile, ValueSource};
+use crate::catalog::spec::Aggregate;
+use crate::catalog::{Catalog, Rule, SensorProfile, ValueSource};
 use crate::config::{Config, SuspectPolicy, UnknownPolicy};
 use crate::limits::{Rate, TokenBucket};
 use crate::model::{
@@ -127,15 +128,28 @@ impl Output {
     }
 }
 
-/// What one rule of one sensor keeps between readings. Its alert and `for` wait are in the
-/// sensor's [`SensorAlerts`], which most sensors never need.
-struct RuleState {
-    /// Where this rule's window starts in its metric's [`Series`], and its running aggregate.
-    window: WindowAgg,
-    /// A max or min window's candidates, or a rate rule's recent readings (thinned to a few
-    /// hundred per span). A rule is one or the other, so one word serves both, made on
-    /// first use.
-    aux: Candidates,
+/// Whether a rule keeps a [`WindowAgg`] (in [`SensorState::windows`]).
+fn is_windowed(rule: &Rule) -> bool {
+    matches!(rule.source, ValueSource::Window { .. })
+}
+
+/// Whether a rule keeps a list of readings (in [`SensorState::aux`]): a max or min window's
+/// candidates, or a rate rule's recent readings (thinned to a few hundred per span).
+fn needs_aux(rule: &Rule) -> bool {
+    match rule.source {
+        ValueSource::Window { aggregate, .. } => {
+            matches!(aggregate, Aggregate::Max | Aggregate::Min)
+        }
+        ValueSource::Rate { .. } => true,
+        ValueSource::Instant => false,
+    }
+}
+
+/// What one rule of one sensor keeps between readings, where it keeps anything: its alert and
+/// `for` wait are in the sensor's [`SensorAlerts`], and an instant rule needs nothing else.
+pub(super) struct RuleState<'a> {
+    pub window: Option<&'a mut WindowAgg>,
+    pub aux: Option<&'a mut Candidates>,
 }
 
 struct SensorState {
@@ -146,7 +160,12 @@ struct SensorState {
     last_seen: TimestampMs,
     // Boxed slices, not Vecs: fixed once made, and a word each less per sensor.
     metrics: Box<[MetricState]>,
-    rules: Box<[RuleState]>,
+    /// One per windowed rule, in rule order: where its window starts in its metric's
+    /// [`Series`], and its running aggregate.
+    windows: Box<[WindowAgg]>,
+    /// One per rule that [`needs_aux`], in rule order, made on first use. Apart from
+    /// `windows` so that sums and means, most windowed rules, do not pay a word for it.
+    aux: Box<[Candidates]>,
     /// The samples of each metric that has windowed rules, shared by them.
     series: Box<[Series]>,
     /// Active alerts, including `offline` and `device_offline` (a polled device that stopped
@@ -172,11 +191,13 @@ impl SensorState {
             metrics: (0..profile.metrics.len())
                 .map(|_| MetricState::default())
                 .collect(),
-            rules: (0..profile.rules.len())
-                .map(|_| RuleState {
-                    window: WindowAgg::default(),
-                    aux: None,
-                })
+            windows: (profile.rules.iter())
+                .filter(|r| is_windowed(r))
+                .map(|_| WindowAgg::default())
+                .collect(),
+            aux: (profile.rules.iter())
+                .filter(|r| needs_aux(r))
+                .map(|_| None)
                 .collect(),
             series: series.into_boxed_slice(),
             profile,
@@ -189,7 +210,7 @@ impl SensorState {
     /// Whether this sensor has such a slot.
     fn has_slot(&self, slot: Slot) -> bool {
         match slot {
-            Slot::Rule(i) => usize::from(i) < self.rules.len(),
+            Slot::Rule(i) => usize::from(i) < self.profile.rules.len(),
             Slot::Fault(i) => usize::from(i) < self.metrics.len(),
             Slot::Offline | Slot::Device => true,
         }
@@ -806,11 +827,27 @@ fn run_rules(
         s.push(r.ts, r.value);
     }
     let mut keep_ms = 0;
+    // Where rule i's state is: how many rules before it keep a window, and a list. The
+    // metric's rules come in rule order, so one pass over the rules before them counts both.
+    let (mut counted, mut windows_before, mut aux_before) = (0, 0, 0);
     for &i in &profile.rules_by_metric[m] {
-        if let ValueSource::Window { ms, .. } = profile.rules[i].source {
+        for earlier in profile.rules.get(counted..i).unwrap_or_default() {
+            windows_before += usize::from(is_windowed(earlier));
+            aux_before += usize::from(needs_aux(earlier));
+        }
+        counted = counted.max(i);
+        let rule = &profile.rules[i];
+        if let ValueSource::Window { ms, .. } = rule.source {
             keep_ms = keep_ms.max(ms);
         }
-        let rs = &mut state.rules[i];
+        let rs = RuleState {
+            window: is_windowed(rule)
+                .then(|| state.windows.get_mut(windows_before))
+                .flatten(),
+            aux: needs_aux(rule)
+                .then(|| state.aux.get_mut(aux_before))
+                .flatten(),
+        };
         let slots = &mut state.alerts;
         alerts::evaluate_rule(i, rs, slots, series.as_deref(), r, profile, local, ctx);
     }

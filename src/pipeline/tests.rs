@@ -1246,3 +1246,90 @@ fn one_sensors_alerts_and_waits_live_side_by_side() {
         "gas keeps its ack through the others' changes"
     );
 }
+
+/// Rules of every sort on two metrics, interleaved: each keeps its own window, candidates or
+/// history (a sensor keeps these only for the rules that need them, found by counting), so
+/// each raises and clears exactly as it does alone in a kind of its own.
+#[test]
+fn mixed_rules_each_behave_as_they_do_alone() {
+    let rules = [
+        ("a_now", "a", "above = 70.0"),
+        (
+            "b_max",
+            "b",
+            "window = \"1h\"\naggregate = \"max\"\nabove = 90.0",
+        ),
+        ("a_rate", "a", "rate_per = \"1h\"\nabove = 30.0"),
+        (
+            "b_sum",
+            "b",
+            "window = \"1h\"\naggregate = \"sum\"\nabove = 600.0",
+        ),
+        (
+            "a_min",
+            "a",
+            "window = \"1h\"\naggregate = \"min\"\nbelow = -15.0",
+        ),
+        ("b_now", "b", "above = 85.0"),
+        (
+            "a_mean",
+            "a",
+            "window = \"2h\"\naggregate = \"mean\"\nabove = 30.0",
+        ),
+    ];
+    let kind_with = |which: &[(&str, &str, &str)]| {
+        let mut toml = String::from("[catalog.mx]\nname = { en = \"Mixed\" }\n");
+        for m in ["a", "b"] {
+            toml += &format!(
+                "[catalog.mx.metrics.{m}]\nname = {{ en = \"{m}\" }}\nmin = -1000.0\nmax = 1000.0\nflatline = false\n"
+            );
+        }
+        for (name, metric, body) in which {
+            toml += &format!(
+                "[[catalog.mx.rules]]\nname = \"{name}\"\nmetric = \"{metric}\"\n{body}\n"
+            );
+        }
+        let sources = [Source::Text {
+            name: "mixed".into(),
+            toml,
+        }];
+        let config = load_with_env(&sources, Some(HashMap::new())).expect("test config loads");
+        let catalog = Arc::new(Catalog::from_config(&config));
+        Pipeline::new(catalog, Settings::from_config(&config), t0())
+    };
+    let run = |p: &mut Pipeline| {
+        let mut got: Vec<(String, AlertEventKind, Severity, u64, i64)> = vec![];
+        for i in 0..60_i64 {
+            let ts = t0() + i * 5 * MIN;
+            for (metric, v) in [
+                ("a", ((i * 37) % 101) as f64 - 20.0),
+                ("b", ((i * 53) % 97) as f64),
+            ] {
+                let out = feed(p, Reading::new("x1", "mx", metric, v, ts));
+                assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+                for e in out.events {
+                    let a = e.alert;
+                    got.push((
+                        a.rule.to_string(),
+                        e.event,
+                        a.severity,
+                        a.value.to_bits(),
+                        e.at,
+                    ));
+                }
+            }
+        }
+        got
+    };
+    let mixed = run(&mut kind_with(&rules));
+    for rule in &rules {
+        let alone = run(&mut kind_with(std::slice::from_ref(rule)));
+        let here: Vec<_> = mixed.iter().filter(|e| e.0 == rule.0).cloned().collect();
+        assert!(
+            !alone.is_empty(),
+            "{} raises something on this data",
+            rule.0
+        );
+        assert_eq!(here, alone, "{} among the others and alone", rule.0);
+    }
+}
