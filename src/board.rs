@@ -697,4 +697,13 @@ mod tests {
         assert_eq!(of_kind("level"), (0, vec![]), "a metric name is not a kind");
         assert_eq!(of_kind("nope"), (0, vec![]));
     }
+
+    /// One entry per sensor and one latest value per metric of each: the sizes the board's
+    /// memory figure at 100,000 sensors rests on (BENCHMARKS.md).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn entries_stay_small() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+        assert_eq!(std::mem::size_of::<Latest>(), 24);
+    }
 }

@@ -1333,3 +1333,20 @@ fn mixed_rules_each_behave_as_they_do_alone() {
         assert_eq!(here, alone, "{} among the others and alone", rule.0);
     }
 }
+
+/// The per-sensor structs are held once per metric, rule or sensor, 100,000s of times: these
+/// sizes are what BENCHMARKS.md's memory figures rest on, so growing one should be a choice.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn per_sensor_state_stays_small() {
+    use std::mem::size_of;
+    assert_eq!(size_of::<MetricState>(), 96);
+    assert_eq!(size_of::<WindowAgg>(), 16);
+    assert_eq!(size_of::<Series>(), 48);
+    assert_eq!(size_of::<SensorAlerts>(), 8);
+    assert!(
+        size_of::<SensorState>() <= 112,
+        "{}",
+        size_of::<SensorState>()
+    );
+}
