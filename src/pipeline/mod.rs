@@ -160,8 +160,9 @@ struct SensorState {
     last_seen: TimestampMs,
     // Boxed slices, not Vecs: fixed once made, and a word each less per sensor.
     metrics: Box<[MetricState]>,
-    /// One per windowed rule, in rule order: where its window starts in its metric's
-    /// [`Series`], and its running aggregate.
+    /// One per windowed rule, those of each series together (from its
+    /// [`Series::first_window`], in rule order): where its window starts in its metric's
+    /// series, and its running aggregate.
     windows: Box<[WindowAgg]>,
     /// One per rule that [`needs_aux`], in rule order, made on first use. Apart from
     /// `windows` so that sums and means, most windowed rules, do not pay a word for it.
@@ -178,12 +179,19 @@ struct SensorState {
 impl SensorState {
     fn new(profile: Arc<SensorProfile>, now: TimestampMs) -> Self {
         let mut series: Vec<Series> = Vec::new();
+        let mut windows = 0;
         for rule in profile.rules.iter() {
             if let ValueSource::Window { .. } = rule.source {
-                // A kind has a handful of metrics, far below u16::MAX.
+                // A kind has a handful of metrics and rules, far below u16::MAX.
                 let m = rule.metric as u16;
                 if !series.iter().any(|s| s.metric() == m) {
-                    series.push(Series::new(m));
+                    series.push(Series::new(m, windows as u16));
+                    let of_metric = profile.rules_by_metric.get(rule.metric);
+                    let of_metric = of_metric.map(|rules| rules.as_slice()).unwrap_or_default();
+                    windows += of_metric
+                        .iter()
+                        .filter(|&&i| is_windowed(&profile.rules[i]))
+                        .count();
                 }
             }
         }
@@ -191,10 +199,7 @@ impl SensorState {
             metrics: (0..profile.metrics.len())
                 .map(|_| MetricState::default())
                 .collect(),
-            windows: (profile.rules.iter())
-                .filter(|r| is_windowed(r))
-                .map(|_| WindowAgg::default())
-                .collect(),
+            windows: (0..windows).map(|_| WindowAgg::default()).collect(),
             aux: (profile.rules.iter())
                 .filter(|r| needs_aux(r))
                 .map(|_| None)
@@ -827,27 +832,26 @@ fn run_rules(
         s.push(r.ts, r.value);
     }
     let mut keep_ms = 0;
-    // Where rule i's state is: how many rules before it keep a window, and a list. The
-    // metric's rules come in rule order, so one pass over the rules before them counts both.
-    let (mut counted, mut windows_before, mut aux_before) = (0, 0, 0);
+    // The metric's windowed rules have their windows together, from the series' first.
+    let mut next_window = series.as_deref().map_or(0, Series::first_window);
     for &i in &profile.rules_by_metric[m] {
-        for earlier in profile.rules.get(counted..i).unwrap_or_default() {
-            windows_before += usize::from(is_windowed(earlier));
-            aux_before += usize::from(needs_aux(earlier));
-        }
-        counted = counted.max(i);
         let rule = &profile.rules[i];
+        let mut window = None;
         if let ValueSource::Window { ms, .. } = rule.source {
             keep_ms = keep_ms.max(ms);
+            window = state.windows.get_mut(next_window);
+            next_window += 1;
         }
-        let rs = RuleState {
-            window: is_windowed(rule)
-                .then(|| state.windows.get_mut(windows_before))
-                .flatten(),
-            aux: needs_aux(rule)
-                .then(|| state.aux.get_mut(aux_before))
-                .flatten(),
-        };
+        // Rare (rate rules, max and min windows), so counted here rather than kept.
+        let aux = needs_aux(rule)
+            .then(|| {
+                let before = profile.rules.get(..i).unwrap_or_default();
+                state
+                    .aux
+                    .get_mut(before.iter().filter(|r| needs_aux(r)).count())
+            })
+            .flatten();
+        let rs = RuleState { window, aux };
         let slots = &mut state.alerts;
         alerts::evaluate_rule(i, rs, slots, series.as_deref(), r, profile, local, ctx);
     }

@@ -33,23 +33,30 @@ pub struct Series {
     /// passed since then (after a restart, say) an aggregate is incomplete.
     first_ts: i64,
     dropped: Pos,
-    /// The metric (index in its sensor's profile) whose samples these are: here, where it
-    /// fills padding, rather than beside the series, where it would take eight bytes more.
+    /// The metric (index in its sensor's profile) whose samples these are, and where the
+    /// windows of its rules begin in the sensor's list of windows: here, where they fill
+    /// padding, rather than in a table beside the series.
     metric: u16,
+    first_window: u16,
 }
 
 impl Series {
-    pub fn new(metric: u16) -> Series {
+    pub fn new(metric: u16, first_window: u16) -> Series {
         Series {
             samples: VecDeque::new(),
             first_ts: NEVER,
             dropped: 0,
             metric,
+            first_window,
         }
     }
 
     pub fn metric(&self) -> u16 {
         self.metric
+    }
+
+    pub fn first_window(&self) -> usize {
+        usize::from(self.first_window)
     }
 
     /// Adds a sample; every rule of the metric then [`WindowAgg::push`]es it, and
@@ -217,7 +224,7 @@ mod tests {
     impl Solo {
         fn new(len: i64) -> Solo {
             Solo {
-                series: Series::new(0),
+                series: Series::new(0, 0),
                 agg: WindowAgg::default(),
                 extreme: None,
                 len,
@@ -283,7 +290,7 @@ mod tests {
             Aggregate::Max,
             Aggregate::Min,
         ];
-        let mut shared = Series::new(0);
+        let mut shared = Series::new(0, 0);
         let mut rules: Vec<(i64, Aggregate, WindowAgg, Candidates, Solo)> = lens
             .iter()
             .flat_map(|&l| aggs.iter().map(move |&a| (l, a)))
@@ -315,7 +322,7 @@ mod tests {
     /// A device faster than MAX_SAMPLES per window: the series and every rule stay bounded.
     #[test]
     fn samples_are_capped() {
-        let mut shared = Series::new(0);
+        let mut shared = Series::new(0, 0);
         let mut day = WindowAgg::default();
         let mut hour = WindowAgg::default();
         for i in 0..(MAX_SAMPLES as i64 * 2) {
@@ -339,8 +346,8 @@ mod tests {
             Aggregate::Max,
             Aggregate::Min,
         ];
-        let mut near = Series::new(0);
-        let mut far = Series::new(0);
+        let mut near = Series::new(0, 0);
+        let mut far = Series::new(0, 0);
         near.dropped = u32::MAX - 50;
         let mut rules: Vec<_> = aggs
             .iter()
