@@ -55,9 +55,9 @@ impl Status {
 
 #[derive(Clone, Debug)]
 struct Latest {
-    metric: CompactString,
     value: f64,
     ts: TimestampMs,
+    metric: NameId,
     quality: Quality,
 }
 
@@ -68,16 +68,75 @@ struct ActiveRef {
     severity: Severity,
 }
 
-#[derive(Clone, Debug, Default)]
+/// A kind or metric name, kept once in the board's [`Names`].
+type NameId = u32;
+
+/// The kind and metric names, each kept once for the whole board: every sensor has a kind
+/// and a few metrics, and 24 bytes per name per sensor was a fifth of the board at 100,000
+/// sensors. Names are never let go; there are as many as the catalog has kinds and metrics
+/// (plus the unknown metrics `validation.unknown_metric = "accept"` lets in, each of which
+/// the sensors' latest values kept anyway).
+#[derive(Debug, Default)]
+struct Names {
+    list: Vec<CompactString>,
+    ids: FxHashMap<CompactString, NameId>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> NameId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = NameId::try_from(self.list.len()).unwrap_or(NameId::MAX);
+        self.list.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    fn find(&self, name: &str) -> Option<NameId> {
+        self.ids.get(name).copied()
+    }
+
+    fn get(&self, id: NameId) -> &str {
+        self.list.get(id as usize).map_or("", |n| n.as_str())
+    }
+}
+
+/// One sensor. Kept small (one per sensor, in a hash table with its slack): names are ids,
+/// the lists boxed slices, and `last_seen` an `i64` beside a flag rather than an `Option`.
+#[derive(Clone, Debug)]
 struct Entry {
-    kind: CompactString,
     tags: Option<Tags>,
-    last_seen: Option<TimestampMs>,
-    latest: Vec<Latest>,
-    active: Vec<ActiveRef>,
+    latest: Box<[Latest]>,
+    active: Box<[ActiveRef]>,
+    last_seen: TimestampMs,
+    kind: NameId,
+    seen: bool,
 }
 
 impl Entry {
+    fn new(kind: NameId) -> Entry {
+        Entry {
+            tags: None,
+            latest: Box::default(),
+            active: Box::default(),
+            last_seen: 0,
+            kind,
+            seen: false,
+        }
+    }
+
+    fn last_seen(&self) -> Option<TimestampMs> {
+        self.seen.then_some(self.last_seen)
+    }
+
+    fn saw(&mut self, ts: Option<TimestampMs>) {
+        if let Some(ts) = self.last_seen().max(ts) {
+            self.last_seen = ts;
+            self.seen = true;
+        }
+    }
+
     fn status(&self) -> Status {
         if self
             .active
@@ -99,14 +158,16 @@ impl Entry {
     }
 
     fn set_alert(&mut self, a: &Alert) {
-        self.active.retain(|r| r.id != a.id);
+        let mut active = std::mem::take(&mut self.active).into_vec();
+        active.retain(|r| r.id != a.id);
         if a.state == AlertState::Active {
-            self.active.push(ActiveRef {
+            active.push(ActiveRef {
                 id: a.id.clone(),
                 rule: a.rule.clone(),
                 severity: a.severity,
             });
         }
+        self.active = active.into_boxed_slice();
     }
 }
 
@@ -139,19 +200,19 @@ pub struct LatestView {
     pub quality: Quality,
 }
 
-fn view<'a>(id: &'a str, e: &'a Entry) -> SensorView<'a> {
+fn view<'a>(id: &'a str, e: &'a Entry, names: &'a Names) -> SensorView<'a> {
     SensorView {
         id,
-        kind: &e.kind,
+        kind: names.get(e.kind),
         district: e.district(),
         tags: TagMap(e.tags.as_ref()),
-        last_seen: e.last_seen,
+        last_seen: e.last_seen(),
         latest: e
             .latest
             .iter()
             .map(|l| {
                 (
-                    l.metric.as_str(),
+                    names.get(l.metric),
                     LatestView {
                         value: l.value,
                         ts: l.ts,
@@ -177,8 +238,10 @@ pub struct SensorFilter {
 }
 
 impl SensorFilter {
-    fn matches(&self, id: &str, e: &Entry) -> bool {
-        self.kind.as_deref().is_none_or(|k| e.kind == k)
+    fn matches(&self, id: &str, e: &Entry, names: &Names) -> bool {
+        self.kind
+            .as_deref()
+            .is_none_or(|k| names.find(k) == Some(e.kind))
             && self
                 .district
                 .as_deref()
@@ -201,8 +264,14 @@ pub struct Group {
 }
 
 #[derive(Default)]
+struct Inner {
+    sensors: FxHashMap<CompactString, Entry>,
+    names: Names,
+}
+
+#[derive(Default)]
 pub struct SensorBoard {
-    inner: RwLock<FxHashMap<CompactString, Entry>>,
+    inner: RwLock<Inner>,
 }
 
 impl SensorBoard {
@@ -212,11 +281,11 @@ impl SensorBoard {
 
     // A panic while holding the lock cannot leave an entry half-updated in a way that
     // matters for display, so a poisoned lock is still used.
-    fn read(&self) -> RwLockReadGuard<'_, FxHashMap<CompactString, Entry>> {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, FxHashMap<CompactString, Entry>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -228,20 +297,22 @@ impl SensorBoard {
         tags: Option<Tags>,
         last_seen: Option<TimestampMs>,
     ) {
-        let mut map = self.write();
-        let e = map.entry(id.into()).or_default();
-        e.kind = kind.into();
+        let mut inner = self.write();
+        let Inner { sensors, names } = &mut *inner;
+        let kind = names.id(kind);
+        let e = sensors.entry(id.into()).or_insert_with(|| Entry::new(kind));
+        e.kind = kind;
         if tags.is_some() {
             e.tags = tags;
         }
-        e.last_seen = e.last_seen.max(last_seen);
+        e.saw(last_seen);
     }
 
     /// Active alerts restored at startup.
     pub fn add_alerts(&self, alerts: &[Alert]) {
-        let mut map = self.write();
+        let mut inner = self.write();
         for a in alerts {
-            if let Some(e) = map.get_mut(a.sensor.as_str()) {
+            if let Some(e) = inner.sensors.get_mut(a.sensor.as_str()) {
                 e.set_alert(a);
             }
         }
@@ -252,16 +323,20 @@ impl SensorBoard {
         if out.accepted.is_empty() && out.new_sensors.is_empty() && out.alerts.is_empty() {
             return;
         }
-        let mut map = self.write();
+        let mut inner = self.write();
+        let Inner { sensors, names } = &mut *inner;
         for s in &out.new_sensors {
-            let e = map.entry(s.id.clone()).or_default();
-            e.kind = s.kind.clone();
+            let kind = names.id(&s.kind);
+            let e = sensors
+                .entry(s.id.clone())
+                .or_insert_with(|| Entry::new(kind));
+            e.kind = kind;
             if s.tags.is_some() {
                 e.tags = s.tags.clone();
             }
         }
         for r in &out.accepted {
-            let Some(e) = map.get_mut(r.sensor.as_str()) else {
+            let Some(e) = sensors.get_mut(r.sensor.as_str()) else {
                 continue;
             };
             // Keep the Arc the board holds when the tags are the same (the usual case): the
@@ -269,8 +344,9 @@ impl SensorBoard {
             if r.tags.is_some() && r.tags != e.tags {
                 e.tags = r.tags.clone();
             }
-            e.last_seen = e.last_seen.max(Some(r.ts));
-            match e.latest.iter_mut().find(|l| l.metric == r.metric) {
+            e.saw(Some(r.ts));
+            let metric = names.id(&r.metric);
+            match e.latest.iter_mut().find(|l| l.metric == metric) {
                 // A late (older) reading does not replace a newer latest value.
                 Some(l) if l.ts > r.ts => {}
                 Some(l) => {
@@ -281,18 +357,20 @@ impl SensorBoard {
                 None => {
                     // Exactly one more: a sensor's metrics are few and fixed, and at
                     // 100,000 sensors the doubling slack was a tenth of the board.
-                    e.latest.reserve_exact(1);
-                    e.latest.push(Latest {
-                        metric: r.metric.clone(),
+                    let mut latest = std::mem::take(&mut e.latest).into_vec();
+                    latest.reserve_exact(1);
+                    latest.push(Latest {
                         value: r.value,
                         ts: r.ts,
+                        metric,
                         quality: r.quality,
                     });
+                    e.latest = latest.into_boxed_slice();
                 }
             }
         }
         for a in &out.alerts {
-            if let Some(e) = map.get_mut(a.sensor.as_str()) {
+            if let Some(e) = sensors.get_mut(a.sensor.as_str()) {
                 e.set_alert(a);
             }
         }
@@ -301,6 +379,7 @@ impl SensorBoard {
     /// The ids of the sensors whose `district` tag is this.
     pub fn in_district(&self, district: &str) -> Vec<String> {
         self.read()
+            .sensors
             .iter()
             .filter(|(_, e)| e.district() == Some(district))
             .map(|(id, _)| id.to_string())
@@ -309,14 +388,14 @@ impl SensorBoard {
 
     /// The sensor's tags, for alert messages.
     pub fn tags(&self, id: &str) -> Option<Tags> {
-        self.read().get(id).and_then(|e| e.tags.clone())
+        self.read().sensors.get(id).and_then(|e| e.tags.clone())
     }
 
     /// Runs `f` on one sensor's view.
     pub fn with_sensor<T>(&self, id: &str, f: impl FnOnce(&SensorView<'_>) -> T) -> Option<T> {
-        let map = self.read();
-        let (id, e) = map.get_key_value(id)?;
-        Some(f(&view(id, e)))
+        let inner = self.read();
+        let (id, e) = inner.sensors.get_key_value(id)?;
+        Some(f(&view(id, e, &inner.names)))
     }
 
     /// One page of the matching sensors, ordered by kind, district and id, with the number
@@ -328,13 +407,17 @@ impl SensorBoard {
         limit: usize,
         f: impl FnOnce(usize, &[SensorView<'_>]) -> T,
     ) -> T {
-        let map = self.read();
-        let mut hits: Vec<(&CompactString, &Entry)> =
-            map.iter().filter(|(id, e)| filter.matches(id, e)).collect();
+        let inner = self.read();
+        let names = &inner.names;
+        let mut hits: Vec<(&CompactString, &Entry)> = inner
+            .sensors
+            .iter()
+            .filter(|(id, e)| filter.matches(id, e, names))
+            .collect();
         let total = hits.len();
         hits.sort_unstable_by(|(a_id, a), (b_id, b)| {
-            (a.kind.as_str(), a.district(), a_id.as_str()).cmp(&(
-                b.kind.as_str(),
+            (names.get(a.kind), a.district(), a_id.as_str()).cmp(&(
+                names.get(b.kind),
                 b.district(),
                 b_id.as_str(),
             ))
@@ -343,27 +426,26 @@ impl SensorBoard {
             .into_iter()
             .skip(offset)
             .take(limit)
-            .map(|(id, e)| view(id, e))
+            .map(|(id, e)| view(id, e, names))
             .collect();
         f(total, &views)
     }
 
     /// Sensors counted by kind and district and by status.
     pub fn summary(&self) -> Vec<Group> {
-        let map = self.read();
+        let inner = self.read();
         let mut groups: BTreeMap<(&str, Option<&str>), Group> = BTreeMap::new();
-        for e in map.values() {
-            let g = groups
-                .entry((e.kind.as_str(), e.district()))
-                .or_insert_with(|| Group {
-                    kind: e.kind.to_string(),
-                    district: e.district().map(str::to_string),
-                    total: 0,
-                    ok: 0,
-                    suspect: 0,
-                    offline: 0,
-                    alerting: 0,
-                });
+        for e in inner.sensors.values() {
+            let kind = inner.names.get(e.kind);
+            let g = groups.entry((kind, e.district())).or_insert_with(|| Group {
+                kind: kind.to_string(),
+                district: e.district().map(str::to_string),
+                total: 0,
+                ok: 0,
+                suspect: 0,
+                offline: 0,
+                alerting: 0,
+            });
             g.total += 1;
             *match e.status() {
                 Status::Ok => &mut g.ok,
@@ -522,5 +604,106 @@ mod tests {
             .find(|g| g.kind == "water_level" && g.district.as_deref() == Some("x"))
             .unwrap();
         assert_eq!((wx.total, wx.ok, wx.alerting), (2, 1, 1));
+    }
+
+    /// Kind and metric names are kept once for the whole board, and every sensor still shows
+    /// its own kind and its own latest value of each metric.
+    #[test]
+    fn names_are_kept_once_and_each_sensor_shows_its_own_values() {
+        let board = SensorBoard::new();
+        board.add_sensor("wl-1", "water_level", None, None);
+        assert_eq!(
+            board.with_sensor("wl-1", |v| (
+                v.kind.to_string(),
+                v.last_seen,
+                v.latest.len()
+            )),
+            Some(("water_level".to_string(), None, 0))
+        );
+        let mut out = Output::default();
+        for (id, kind) in [("aq-1", "air_quality"), ("aq-2", "air_quality")] {
+            out.new_sensors.push(NewSensor {
+                id: id.into(),
+                kind: kind.into(),
+                tags: None,
+                first_seen: 1,
+            });
+        }
+        out.accepted = vec![
+            Reading::new("wl-1", "water_level", "level", 1.5, 10),
+            Reading::new("aq-1", "air_quality", "pm25", 35.0, 11),
+            Reading::new("aq-1", "air_quality", "pm10", 50.0, 12),
+            Reading::new("aq-2", "air_quality", "pm10", 70.0, 13),
+            Reading::new("aq-2", "air_quality", "pm25", 20.0, 14),
+            Reading::new("aq-1", "air_quality", "pm25", 36.0, 15),
+            Reading::new("nobody", "air_quality", "so2", 1.0, 15),
+        ];
+        board.apply(&out);
+        let latest = |id: &str| {
+            board
+                .with_sensor(id, |v| {
+                    let values: Vec<(String, f64, i64)> = v
+                        .latest
+                        .iter()
+                        .map(|(m, l)| (m.to_string(), l.value, l.ts))
+                        .collect();
+                    (v.kind.to_string(), v.last_seen, values)
+                })
+                .expect("known sensor")
+        };
+        assert_eq!(
+            latest("wl-1"),
+            (
+                "water_level".into(),
+                Some(10),
+                vec![("level".into(), 1.5, 10)]
+            )
+        );
+        assert_eq!(
+            latest("aq-1"),
+            (
+                "air_quality".into(),
+                Some(15),
+                vec![("pm10".into(), 50.0, 12), ("pm25".into(), 36.0, 15)]
+            )
+        );
+        assert_eq!(
+            latest("aq-2"),
+            (
+                "air_quality".into(),
+                Some(14),
+                vec![("pm10".into(), 70.0, 13), ("pm25".into(), 20.0, 14)]
+            )
+        );
+        let names = board.read().names.list.clone();
+        assert_eq!(
+            names,
+            ["water_level", "air_quality", "level", "pm25", "pm10"]
+        );
+        let of_kind = |kind: &str| {
+            let filter = SensorFilter {
+                kind: Some(kind.into()),
+                ..Default::default()
+            };
+            board.page(&filter, 0, 10, |total, page| {
+                let ids: Vec<String> = page.iter().map(|v| v.id.to_string()).collect();
+                (total, ids)
+            })
+        };
+        assert_eq!(
+            of_kind("air_quality"),
+            (2, vec!["aq-1".into(), "aq-2".into()])
+        );
+        assert_eq!(of_kind("level"), (0, vec![]), "a metric name is not a kind");
+        assert_eq!(of_kind("nope"), (0, vec![]));
+    }
+
+    /// One entry per sensor and one latest value per metric of each: the sizes the board's
+    /// memory figure at 100,000 sensors rests on (BENCHMARKS.md).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn entries_stay_small() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+        assert_eq!(std::mem::size_of::<Latest>(), 24);
     }
 }

@@ -61,6 +61,111 @@ impl ActiveAlert {
     }
 }
 
+/// One sensor's alert state: its active alerts (rule, fault, offline, device) and the raises
+/// waiting for their rule's `for`. Most sensors have none of these, so it is one word until
+/// there is something to keep: slots inline in every rule and metric cost about 40 bytes per
+/// rule and metric of every sensor (BENCHMARKS.md, "Memory at 100,000 sensors").
+#[derive(Default)]
+pub(super) struct SensorAlerts(Option<Box<Slots>>);
+
+#[derive(Default)]
+struct Slots {
+    active: Vec<(Slot, ActiveAlert)>,
+    /// Rule index, and since when (reading time) its raise or escalation has waited.
+    pending: Vec<(u16, i64)>,
+}
+
+impl SensorAlerts {
+    pub fn get(&self, slot: Slot) -> Option<&ActiveAlert> {
+        let slots = self.0.as_deref()?;
+        slots
+            .active
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, a)| a)
+    }
+
+    pub fn get_mut(&mut self, slot: Slot) -> Option<&mut ActiveAlert> {
+        let slots = self.0.as_deref_mut()?;
+        slots
+            .active
+            .iter_mut()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, a)| a)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ActiveAlert> {
+        self.0.iter().flat_map(|s| s.active.iter().map(|(_, a)| a))
+    }
+
+    /// Puts an alert in an empty slot (a restored one).
+    pub fn put(&mut self, slot: Slot, alert: ActiveAlert) {
+        let slots = self.0.get_or_insert_with(Default::default);
+        slots.active.retain(|(s, _)| *s != slot);
+        slots.active.push((slot, alert));
+    }
+
+    /// [`drive`]s one slot.
+    pub fn drive(
+        &mut self,
+        slot: Slot,
+        target: Option<(Severity, f64, Direction)>,
+        ts: i64,
+        info: &Info,
+        ctx: &mut Ctx,
+    ) {
+        let Some(slots) = self.0.as_deref_mut() else {
+            if target.is_some() {
+                let mut place = None;
+                drive(&mut place, slot, target, ts, info, ctx);
+                if let Some(a) = place {
+                    self.put(slot, a);
+                }
+            }
+            return;
+        };
+        let at = slots.active.iter().position(|(s, _)| *s == slot);
+        let mut place = at.map(|i| slots.active.swap_remove(i).1);
+        drive(&mut place, slot, target, ts, info, ctx);
+        match place {
+            Some(a) => slots.active.push((slot, a)),
+            None => self.tidy(),
+        }
+    }
+
+    /// Since when rule `rule`'s raise has waited, from `ts` if it was not waiting.
+    pub fn pending_since(&mut self, rule: u16, ts: i64) -> i64 {
+        let slots = self.0.get_or_insert_with(Default::default);
+        match slots.pending.iter().find(|(r, _)| *r == rule) {
+            Some(&(_, since)) => since,
+            None => {
+                slots.pending.push((rule, ts));
+                ts
+            }
+        }
+    }
+
+    pub fn clear_pending(&mut self, rule: u16) {
+        if let Some(slots) = self.0.as_deref_mut() {
+            if let Some(i) = slots.pending.iter().position(|(r, _)| *r == rule) {
+                slots.pending.swap_remove(i);
+                self.tidy();
+            }
+        }
+    }
+
+    /// Lets the box go once nothing is left in it.
+    fn tidy(&mut self) {
+        if self
+            .0
+            .as_deref()
+            .is_some_and(|s| s.active.is_empty() && s.pending.is_empty())
+        {
+            self.0 = None;
+        }
+    }
+}
+
 /// The mutable surroundings of a transition.
 pub(super) struct Ctx<'a> {
     pub index: &'a mut FxHashMap<String, AlertRef>,
@@ -254,7 +359,7 @@ fn mark_dirty(a: &mut ActiveAlert, r: AlertRef, ctx: &mut Ctx) {
 }
 
 /// Moves an alert slot to `target`: raise, update, escalate, de-escalate or resolve.
-pub(super) fn drive(
+fn drive(
     slot: &mut Option<ActiveAlert>,
     slot_id: Slot,
     target: Option<(Severity, f64, Direction)>,
@@ -356,7 +461,7 @@ pub(super) fn drive(
 
 /// Raises or updates (`Some((detail, limit))`) or resolves (`None`) a series' sensor-fault alert.
 pub(super) fn fault(
-    slot: &mut Option<ActiveAlert>,
+    alerts: &mut SensorAlerts,
     metric_index: usize,
     r: &Reading,
     profile: &SensorProfile,
@@ -367,22 +472,17 @@ pub(super) fn fault(
     let (detail, limit) = fault.unwrap_or(("", 0.0));
     let info = Info::fault(r, profile, metric, detail, limit);
     let target = fault.and(info.target());
-    drive(
-        slot,
-        Slot::Fault(metric_index as u16),
-        target,
-        r.ts,
-        &info,
-        ctx,
-    );
+    alerts.drive(Slot::Fault(metric_index as u16), target, r.ts, &info, ctx);
 }
 
 /// Runs one rule on an accepted reading of its metric.
 /// `index` is the rule's place in `profile.rules`; `series` holds the samples of its metric
 /// when it has windowed rules, already with `r` pushed.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn evaluate_rule(
     index: usize,
-    rs: &mut RuleState,
+    rs: RuleState,
+    alerts: &mut SensorAlerts,
     series: Option<&Series>,
     r: &Reading,
     profile: &SensorProfile,
@@ -393,12 +493,18 @@ pub(super) fn evaluate_rule(
     let x = match rule.source {
         ValueSource::Instant => r.value,
         ValueSource::Window { ms, aggregate } => match series {
-            Some(s) => rs.window.push(s, ms, aggregate),
-            // SensorState::new makes a series for every metric a windowed rule reads.
+            // SensorState::new makes a series for every metric a windowed rule reads, and a
+            // window for every such rule; candidates for those that are max or min.
+            Some(s) => {
+                let Some(window) = rs.window else { return };
+                let mut none = None;
+                window.push(s, ms, aggregate, rs.aux.unwrap_or(&mut none))
+            }
             None => return,
         },
         ValueSource::Rate { per_ms } => {
-            let history = rs.history.get_or_insert_with(Default::default);
+            let Some(aux) = rs.aux else { return };
+            let history = aux.get_or_insert_with(Default::default);
             match rate_over_span(history, r.ts, r.value, per_ms) {
                 Some(rate) => rate,
                 // not yet a long enough span to tell a rate from noise
@@ -415,9 +521,9 @@ pub(super) fn evaluate_rule(
             .find(|s| s.contains(minute))
             .map_or((&rule.above, &rule.below), |s| (&s.above, &s.below))
     };
-    let current = rs
-        .active
-        .as_ref()
+    let slot = Slot::Rule(index as u16);
+    let current = alerts
+        .get(slot)
         .map(|a| (a.alert.severity, a.alert.threshold, a.direction));
     let mut target = breached(x, above, below, current.map(|c| c.0), rule.hysteresis);
     let rising = match (target, current) {
@@ -426,14 +532,14 @@ pub(super) fn evaluate_rule(
         _ => false,
     };
     if rising && rule.for_ms > 0 {
-        let since = *rs.pending.get_or_insert(r.ts);
+        let since = alerts.pending_since(index as u16, r.ts);
         if r.ts - since < rule.for_ms {
             target = current;
         } else {
-            rs.pending = None;
+            alerts.clear_pending(index as u16);
         }
     } else if !rising {
-        rs.pending = None;
+        alerts.clear_pending(index as u16);
     }
     if let ValueSource::Window { ms, aggregate } = rule.source {
         // A mean or a minimum of a few readings says little about the whole window (HJ 633
@@ -466,14 +572,7 @@ pub(super) fn evaluate_rule(
         target,
         message: Message::Rule { rule },
     };
-    drive(
-        &mut rs.active,
-        Slot::Rule(index as u16),
-        target,
-        r.ts,
-        &info,
-        ctx,
-    );
+    alerts.drive(slot, target, r.ts, &info, ctx);
 }
 
 /// The rate of change per `per_ms` over the readings of the last `per_ms`: from the oldest

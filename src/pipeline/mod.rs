@@ -20,7 +20,8 @@ use bytes::Bytes;
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 
-use crate::catalog::{Catalog, SensorProfile, ValueSource};
+use crate::catalog::spec::Aggregate;
+use crate::catalog::{Catalog, Rule, SensorProfile, ValueSource};
 use crate::config::{Config, SuspectPolicy, UnknownPolicy};
 use crate::limits::{Rate, TokenBucket};
 use crate::model::{
@@ -28,10 +29,10 @@ use crate::model::{
 };
 
 pub use alerts::{AckError, DEVICE_RULE, FAULT_RULE, OFFLINE_RULE, RESERVED_RULES};
-use alerts::{ActiveAlert, AlertRef, Slot};
+use alerts::{ActiveAlert, AlertRef, SensorAlerts, Slot};
 pub use validate::fmt_ts as fmt_time;
 use validate::{MetricState, Verdict};
-use window::{Series, WindowAgg};
+use window::{Candidates, Series, WindowAgg};
 
 /// Validation and alert settings, resolved from config to plain numbers.
 #[derive(Clone, Debug)]
@@ -127,16 +128,28 @@ impl Output {
     }
 }
 
-struct RuleState {
-    /// Where this rule's window starts in its metric's [`Series`], and its running aggregate.
-    window: WindowAgg,
-    /// Recent readings for rate rules, thinned to a few hundred per span (boxed and made on
-    /// first use: most rules are not rate rules).
-    #[allow(clippy::box_collection)] // a Box is one word; a VecDeque, four
-    history: Option<Box<std::collections::VecDeque<(i64, f64)>>>,
-    /// Since when (reading time) a raise or escalation has been waiting for its `for`.
-    pending: Option<i64>,
-    active: Option<ActiveAlert>,
+/// Whether a rule keeps a [`WindowAgg`] (in [`SensorState::windows`]).
+fn is_windowed(rule: &Rule) -> bool {
+    matches!(rule.source, ValueSource::Window { .. })
+}
+
+/// Whether a rule keeps a list of readings (in [`SensorState::aux`]): a max or min window's
+/// candidates, or a rate rule's recent readings (thinned to a few hundred per span).
+fn needs_aux(rule: &Rule) -> bool {
+    match rule.source {
+        ValueSource::Window { aggregate, .. } => {
+            matches!(aggregate, Aggregate::Max | Aggregate::Min)
+        }
+        ValueSource::Rate { .. } => true,
+        ValueSource::Instant => false,
+    }
+}
+
+/// What one rule of one sensor keeps between readings, where it keeps anything: its alert and
+/// `for` wait are in the sensor's [`SensorAlerts`], and an instant rule needs nothing else.
+pub(super) struct RuleState<'a> {
+    pub window: Option<&'a mut WindowAgg>,
+    pub aux: Option<&'a mut Candidates>,
 }
 
 struct SensorState {
@@ -147,25 +160,38 @@ struct SensorState {
     last_seen: TimestampMs,
     // Boxed slices, not Vecs: fixed once made, and a word each less per sensor.
     metrics: Box<[MetricState]>,
-    rules: Box<[RuleState]>,
-    /// The samples of each metric that has windowed rules (by metric index), shared by them.
-    series: Box<[(usize, Series)]>,
-    offline: Option<ActiveAlert>,
-    /// A polled device that stopped answering; while it is active the deadman stays quiet,
-    /// since the cause is already known.
-    device: Option<ActiveAlert>,
+    /// One per windowed rule, those of each series together (from its
+    /// [`Series::first_window`], in rule order): where its window starts in its metric's
+    /// series, and its running aggregate.
+    windows: Box<[WindowAgg]>,
+    /// One per rule that [`needs_aux`], in rule order, made on first use. Apart from
+    /// `windows` so that sums and means, most windowed rules, do not pay a word for it.
+    aux: Box<[Candidates]>,
+    /// The samples of each metric that has windowed rules, shared by them.
+    series: Box<[Series]>,
+    /// Active alerts, including `offline` and `device_offline` (a polled device that stopped
+    /// answering; while it is active the deadman stays quiet, since the cause is known).
+    alerts: SensorAlerts,
     /// The sensor's MQTT rate limit, made on its first reading over MQTT.
     bucket: Option<TokenBucket>,
 }
 
 impl SensorState {
     fn new(profile: Arc<SensorProfile>, now: TimestampMs) -> Self {
-        let mut series: Vec<(usize, Series)> = Vec::new();
+        let mut series: Vec<Series> = Vec::new();
+        let mut windows = 0;
         for rule in profile.rules.iter() {
-            if let ValueSource::Window { ms, .. } = rule.source {
-                match series.iter_mut().find(|(m, _)| *m == rule.metric) {
-                    Some((_, s)) => s.keep_longer(ms),
-                    None => series.push((rule.metric, Series::new(ms))),
+            if let ValueSource::Window { .. } = rule.source {
+                // A kind has a handful of metrics and rules, far below u16::MAX.
+                let m = rule.metric as u16;
+                if !series.iter().any(|s| s.metric() == m) {
+                    series.push(Series::new(m, windows as u16));
+                    let of_metric = profile.rules_by_metric.get(rule.metric);
+                    let of_metric = of_metric.map(|rules| rules.as_slice()).unwrap_or_default();
+                    windows += of_metric
+                        .iter()
+                        .filter(|&&i| is_windowed(&profile.rules[i]))
+                        .count();
                 }
             }
         }
@@ -173,29 +199,25 @@ impl SensorState {
             metrics: (0..profile.metrics.len())
                 .map(|_| MetricState::default())
                 .collect(),
-            rules: (0..profile.rules.len())
-                .map(|_| RuleState {
-                    window: WindowAgg::default(),
-                    history: None,
-                    pending: None,
-                    active: None,
-                })
+            windows: (0..windows).map(|_| WindowAgg::default()).collect(),
+            aux: (profile.rules.iter())
+                .filter(|r| needs_aux(r))
+                .map(|_| None)
                 .collect(),
             series: series.into_boxed_slice(),
             profile,
             last_seen: now,
-            offline: None,
-            device: None,
+            alerts: SensorAlerts::default(),
             bucket: None,
         }
     }
 
-    fn slot(&mut self, slot: Slot) -> Option<&mut Option<ActiveAlert>> {
+    /// Whether this sensor has such a slot.
+    fn has_slot(&self, slot: Slot) -> bool {
         match slot {
-            Slot::Rule(i) => self.rules.get_mut(i as usize).map(|r| &mut r.active),
-            Slot::Fault(i) => self.metrics.get_mut(i as usize).map(|m| &mut m.fault),
-            Slot::Offline => Some(&mut self.offline),
-            Slot::Device => Some(&mut self.device),
+            Slot::Rule(i) => usize::from(i) < self.profile.rules.len(),
+            Slot::Fault(i) => usize::from(i) < self.metrics.len(),
+            Slot::Offline | Slot::Device => true,
         }
     }
 }
@@ -239,7 +261,16 @@ pub struct Pipeline {
     /// resolved alert under the same id): starts at the creation time, counts raises.
     raise_seq: u64,
     local: LocalTime,
+    /// Profiles of unlisted sensors by kind and tags, so that the sensors whose payloads
+    /// bring the same tags (a district, say) share one instead of each holding a copy
+    /// (~100 bytes per sensor). At most [`SHARED_PROFILES`]; past it, a new combination gets
+    /// a profile of its own, as every sensor did before.
+    shared_profiles: FxHashMap<(CompactString, Tags), Arc<SensorProfile>>,
 }
+
+/// Most distinct (kind, tags) profiles kept for sharing: tags that differ for every sensor
+/// (a street address) would otherwise fill the map with profiles nobody shares.
+const SHARED_PROFILES: usize = 4096;
 
 impl Pipeline {
     /// A pipeline knowing the configured sensors; their deadman clocks start at `now`.
@@ -261,7 +292,24 @@ impl Pipeline {
                 key: i64::MIN,
                 offset_s: 0,
             },
+            shared_profiles: FxHashMap::default(),
         }
+    }
+
+    /// [`Catalog::unlisted`], shared with the earlier sensors of the same kind and tags.
+    fn unlisted_profile(&mut self, kind: &str, tags: Option<Tags>) -> Option<Arc<SensorProfile>> {
+        let Some(tags) = tags else {
+            return self.catalog.unlisted(kind, None);
+        };
+        let key = (CompactString::from(kind), tags);
+        if let Some(p) = self.shared_profiles.get(&key) {
+            return Some(p.clone());
+        }
+        let profile = self.catalog.unlisted(kind, Some(key.1.clone()))?;
+        if self.shared_profiles.len() < SHARED_PROFILES {
+            self.shared_profiles.insert(key, profile.clone());
+        }
+        Some(profile)
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -276,9 +324,7 @@ impl Pipeline {
     pub fn active_alerts(&self) -> Vec<Alert> {
         let mut out = Vec::new();
         for s in self.sensors.values() {
-            let rules = s.rules.iter().map(|r| &r.active);
-            let faults = s.metrics.iter().map(|m| &m.fault);
-            for a in rules.chain(faults).chain([&s.offline, &s.device]).flatten() {
+            for a in s.alerts.iter() {
                 out.push((*a.alert).clone());
             }
         }
@@ -297,7 +343,7 @@ impl Pipeline {
         {
             return;
         }
-        if let Some(profile) = self.catalog.unlisted(kind, tags) {
+        if let Some(profile) = self.unlisted_profile(kind, tags) {
             self.sensors
                 .insert(id.into(), SensorState::new(profile, now));
         }
@@ -324,11 +370,10 @@ impl Pipeline {
                 .and_then(|state| {
                     let slot = alerts::slot_for(&state.profile, &alert)?;
                     let direction = alerts::direction_of(&state.profile, slot, &alert);
-                    let place = state.slot(slot)?;
-                    if place.is_some() {
+                    if !state.has_slot(slot) || state.alerts.get(slot).is_some() {
                         return None;
                     }
-                    Some((slot, direction, place))
+                    Some((slot, direction, &mut state.alerts))
                 });
             match placed {
                 Some((slot, direction, place)) => {
@@ -339,7 +384,7 @@ impl Pipeline {
                             slot,
                         },
                     );
-                    *place = Some(ActiveAlert::restored(alert, direction));
+                    place.put(slot, ActiveAlert::restored(alert, direction));
                 }
                 None => alerts::resolve_orphan(alert, now, &mut out),
             }
@@ -435,14 +480,9 @@ impl Pipeline {
             seq: &mut self.raise_seq,
             out,
         };
-        alerts::drive(
-            &mut state.device,
-            Slot::Device,
-            target,
-            h.at,
-            &info,
-            &mut ctx,
-        );
+        state
+            .alerts
+            .drive(Slot::Device, target, h.at, &info, &mut ctx);
     }
 
     /// The deadman: raises `offline` for every sensor silent for longer than its
@@ -454,7 +494,9 @@ impl Pipeline {
                 continue;
             };
             let silent = now - state.last_seen;
-            if silent >= after && state.offline.is_none() && state.device.is_none() {
+            let quiet = state.alerts.get(Slot::Offline).is_none()
+                && state.alerts.get(Slot::Device).is_none();
+            if silent >= after && quiet {
                 let info = alerts::Info::offline(id, &state.profile, silent, after);
                 let mut ctx = alerts::Ctx {
                     index: &mut self.alert_index,
@@ -462,14 +504,9 @@ impl Pipeline {
                     seq: &mut self.raise_seq,
                     out: &mut out,
                 };
-                alerts::drive(
-                    &mut state.offline,
-                    Slot::Offline,
-                    info.target(),
-                    now,
-                    &info,
-                    &mut ctx,
-                );
+                state
+                    .alerts
+                    .drive(Slot::Offline, info.target(), now, &info, &mut ctx);
             }
         }
         self.flush_dirty(&mut out);
@@ -493,8 +530,7 @@ impl Pipeline {
         let slot = self
             .sensors
             .get_mut(r.sensor.as_str())
-            .and_then(|s| s.slot(r.slot))
-            .and_then(|s| s.as_mut())
+            .and_then(|s| s.alerts.get_mut(r.slot))
             .ok_or(AckError::NotActive)?;
         alerts::acknowledge(slot, by, comment, now, &mut out);
         Ok(out)
@@ -505,8 +541,7 @@ impl Pipeline {
             let active = self
                 .sensors
                 .get_mut(r.sensor.as_str())
-                .and_then(|s| s.slot(r.slot))
-                .and_then(|s| s.as_mut());
+                .and_then(|s| s.alerts.get_mut(r.slot));
             if let Some(a) = active {
                 if a.dirty {
                     a.dirty = false;
@@ -627,8 +662,8 @@ impl Pipeline {
                 fault,
             } => {
                 if let Some(limit) = fault.filter(|_| faults) {
-                    let slot = &mut state.metrics[m].fault;
-                    alerts::fault(slot, m, &r, &profile, Some((&detail, limit)), &mut ctx);
+                    let slots = &mut state.alerts;
+                    alerts::fault(slots, m, &r, &profile, Some((&detail, limit)), &mut ctx);
                 }
                 return Err((r, reason, detail));
             }
@@ -650,29 +685,24 @@ impl Pipeline {
                     return Err((r, reason, detail));
                 }
                 if faults {
-                    let slot = &mut state.metrics[m].fault;
-                    alerts::fault(slot, m, &r, &profile, Some((&detail, threshold)), &mut ctx);
+                    let slots = &mut state.alerts;
+                    alerts::fault(slots, m, &r, &profile, Some((&detail, threshold)), &mut ctx);
                 }
                 r.quality = crate::model::Quality::Suspect;
             }
             Verdict::Good => {
-                if state.metrics[m].fault.is_some() {
-                    alerts::fault(&mut state.metrics[m].fault, m, &r, &profile, None, &mut ctx);
+                if state.alerts.get(Slot::Fault(m as u16)).is_some() {
+                    alerts::fault(&mut state.alerts, m, &r, &profile, None, &mut ctx);
                 }
             }
         }
         state.last_seen = now;
-        if state.offline.is_some() {
+        if state.alerts.get(Slot::Offline).is_some() {
             // The deadman runs on arrival time, so its alert clears at arrival time too.
             let info = alerts::Info::offline(&r.sensor, &profile, 0, 0);
-            alerts::drive(
-                &mut state.offline,
-                Slot::Offline,
-                None,
-                now,
-                &info,
-                &mut ctx,
-            );
+            state
+                .alerts
+                .drive(Slot::Offline, None, now, &info, &mut ctx);
         }
         let evaluate = r.quality == crate::model::Quality::Good
             || self.settings.suspect == SuspectPolicy::StoreAndEvaluate;
@@ -749,7 +779,7 @@ impl Pipeline {
                 ),
             ));
         }
-        let Some(profile) = self.catalog.unlisted(&r.kind, r.tags.clone()) else {
+        let Some(profile) = self.unlisted_profile(&r.kind, r.tags.clone()) else {
             let mut kinds: Vec<&str> = self.catalog.kinds().map(|k| k.name.as_str()).collect();
             kinds.sort_unstable();
             return Err((
@@ -797,18 +827,37 @@ fn run_rules(
     let mut series = state
         .series
         .iter_mut()
-        .find(|(metric, _)| *metric == m)
-        .map(|(_, s)| s);
+        .find(|s| usize::from(s.metric()) == m);
     if let Some(s) = series.as_deref_mut() {
         s.push(r.ts, r.value);
     }
+    let mut keep_ms = 0;
+    // The metric's windowed rules have their windows together, from the series' first.
+    let mut next_window = series.as_deref().map_or(0, Series::first_window);
     for &i in &profile.rules_by_metric[m] {
-        let rs = &mut state.rules[i];
-        alerts::evaluate_rule(i, rs, series.as_deref(), r, profile, local, ctx);
+        let rule = &profile.rules[i];
+        let mut window = None;
+        if let ValueSource::Window { ms, .. } = rule.source {
+            keep_ms = keep_ms.max(ms);
+            window = state.windows.get_mut(next_window);
+            next_window += 1;
+        }
+        // Rare (rate rules, max and min windows), so counted here rather than kept.
+        let aux = needs_aux(rule)
+            .then(|| {
+                let before = profile.rules.get(..i).unwrap_or_default();
+                state
+                    .aux
+                    .get_mut(before.iter().filter(|r| needs_aux(r)).count())
+            })
+            .flatten();
+        let rs = RuleState { window, aux };
+        let slots = &mut state.alerts;
+        alerts::evaluate_rule(i, rs, slots, series.as_deref(), r, profile, local, ctx);
     }
     // Only now: every windowed rule of the metric has passed what falls out.
     if let Some(s) = series {
-        s.trim(r.ts);
+        s.trim(r.ts, keep_ms);
     }
 }
 

@@ -354,6 +354,31 @@ fn new_sensor_is_registered_once_with_its_tags() {
     assert!(out.new_sensors.is_empty());
 }
 
+/// Unlisted sensors that bring the same tags share one profile; each still gets its own
+/// tags on its readings and in the registry.
+#[test]
+fn unlisted_sensors_with_the_same_tags_share_a_profile() {
+    let mut p = pipeline();
+    let tagged = |sensor: &str, district: &str| {
+        let mut r = Reading::new(sensor, "tk", "level", 5.0, t0());
+        r.tags = Some(Arc::from(vec![("district".into(), district.into())]));
+        r
+    };
+    for (sensor, district) in [("a", "x"), ("b", "x"), ("c", "y"), ("d", "y"), ("e", "x")] {
+        let out = feed(&mut p, tagged(sensor, district));
+        let registered = out.new_sensors[0].tags.as_ref().map(|t| t[0].1.to_string());
+        let stored = out.accepted[0].tags.as_ref().map(|t| t[0].1.to_string());
+        assert_eq!(registered.as_deref(), Some(district));
+        assert_eq!(stored.as_deref(), Some(district));
+    }
+    let profile = |id: &str| p.sensors[id].profile.clone();
+    assert!(Arc::ptr_eq(&profile("a"), &profile("b")));
+    assert!(Arc::ptr_eq(&profile("a"), &profile("e")));
+    assert!(Arc::ptr_eq(&profile("c"), &profile("d")));
+    assert!(!Arc::ptr_eq(&profile("a"), &profile("c")));
+    assert_eq!(p.shared_profiles.len(), 2);
+}
+
 #[test]
 fn counter_rollover_is_accepted() {
     let mut p = pipeline();
@@ -1133,4 +1158,195 @@ fn restored_sensors_respect_max_sensors() {
     );
     assert_eq!(out.stats.accepted, 1);
     assert_eq!(reasons(&out), vec![("too_many_sensors", "r3".to_string())]);
+}
+
+/// A sensor's alerts and `for` waits share one place (`SensorAlerts`): many at once must each
+/// keep their own state, be found by their ack, and resolve alone. The `for` wait of `gas` is
+/// the only thing left there while `level` resolves, and must survive it.
+#[test]
+fn one_sensors_alerts_and_waits_live_side_by_side() {
+    let mut p = pipeline();
+    let at = |m: i64| t0() + m * MIN;
+    assert_eq!(
+        events(&feed_v(&mut p, "level", 10.2, at(0)), "level"),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
+    assert!(events(&feed_v(&mut p, "gas", 30.0, at(1)), "gas").is_empty());
+    assert_eq!(
+        // slowly enough not to be a spike
+        events(&feed_v(&mut p, "level", 9.4, at(10)), "level"),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
+    assert_eq!(
+        events(&feed_v(&mut p, "gas", 30.0, at(11)), "gas"),
+        vec![(AlertEventKind::Raised, Severity::Warning)],
+        "the wait that began at minute 1 was kept while level resolved"
+    );
+    assert_eq!(
+        events(&feed_v(&mut p, "ph", 5.0, at(12)), "ph"),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
+    feed_v(&mut p, "energy", 500.0, at(13));
+    let out = feed_v(&mut p, "energy", 10.0, at(14));
+    assert_eq!(
+        events(&out, FAULT_RULE),
+        vec![(AlertEventKind::Raised, Severity::Info)]
+    );
+    let out = p.tick(at(24));
+    assert_eq!(
+        events(&out, OFFLINE_RULE),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
+    let mut active: Vec<(String, String)> = p
+        .active_alerts()
+        .into_iter()
+        .map(|a| (a.rule.to_string(), a.id))
+        .collect();
+    active.sort();
+    let rules: Vec<&str> = active.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(rules, ["gas", "offline", "ph", "sensor_fault"]);
+    for (rule, id) in &active {
+        let out = p.ack(id, "op", rule, at(25)).expect("active alert");
+        assert_eq!(out.alerts.len(), 1);
+        let a = &out.alerts[0];
+        assert_eq!(
+            (a.id.as_str(), a.rule.as_str()),
+            (id.as_str(), rule.as_str())
+        );
+        assert_eq!(
+            out.alerts[0].ack.as_ref().map(|a| a.comment.as_str()),
+            Some(rule.as_str())
+        );
+    }
+    // A good counter reading clears the fault and, being a reading, the deadman.
+    let out = feed_v(&mut p, "energy", 501.0, at(26));
+    assert_eq!(
+        events(&out, FAULT_RULE),
+        vec![(AlertEventKind::Resolved, Severity::Info)]
+    );
+    assert_eq!(
+        events(&out, OFFLINE_RULE),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
+    let out = feed_v(&mut p, "ph", 7.0, at(27));
+    assert_eq!(
+        events(&out, "ph"),
+        vec![(AlertEventKind::Resolved, Severity::Warning)]
+    );
+    let left: Vec<String> = p
+        .active_alerts()
+        .into_iter()
+        .map(|a| a.rule.to_string())
+        .collect();
+    assert_eq!(left, ["gas"]);
+    let acked = p.active_alerts().pop().and_then(|a| a.ack).map(|a| a.by);
+    assert_eq!(
+        acked.as_deref(),
+        Some("op"),
+        "gas keeps its ack through the others' changes"
+    );
+}
+
+/// Rules of every sort on two metrics, interleaved: each keeps its own window, candidates or
+/// history (a sensor keeps these only for the rules that need them, found by counting), so
+/// each raises and clears exactly as it does alone in a kind of its own.
+#[test]
+fn mixed_rules_each_behave_as_they_do_alone() {
+    let rules = [
+        ("a_now", "a", "above = 70.0"),
+        (
+            "b_max",
+            "b",
+            "window = \"1h\"\naggregate = \"max\"\nabove = 90.0",
+        ),
+        ("a_rate", "a", "rate_per = \"1h\"\nabove = 30.0"),
+        (
+            "b_sum",
+            "b",
+            "window = \"1h\"\naggregate = \"sum\"\nabove = 600.0",
+        ),
+        (
+            "a_min",
+            "a",
+            "window = \"1h\"\naggregate = \"min\"\nbelow = -15.0",
+        ),
+        ("b_now", "b", "above = 85.0"),
+        (
+            "a_mean",
+            "a",
+            "window = \"2h\"\naggregate = \"mean\"\nabove = 30.0",
+        ),
+    ];
+    let kind_with = |which: &[(&str, &str, &str)]| {
+        let mut toml = String::from("[catalog.mx]\nname = { en = \"Mixed\" }\n");
+        for m in ["a", "b"] {
+            toml += &format!(
+                "[catalog.mx.metrics.{m}]\nname = {{ en = \"{m}\" }}\nmin = -1000.0\nmax = 1000.0\nflatline = false\n"
+            );
+        }
+        for (name, metric, body) in which {
+            toml += &format!(
+                "[[catalog.mx.rules]]\nname = \"{name}\"\nmetric = \"{metric}\"\n{body}\n"
+            );
+        }
+        let sources = [Source::Text {
+            name: "mixed".into(),
+            toml,
+        }];
+        let config = load_with_env(&sources, Some(HashMap::new())).expect("test config loads");
+        let catalog = Arc::new(Catalog::from_config(&config));
+        Pipeline::new(catalog, Settings::from_config(&config), t0())
+    };
+    let run = |p: &mut Pipeline| {
+        let mut got: Vec<(String, AlertEventKind, Severity, u64, i64)> = vec![];
+        for i in 0..60_i64 {
+            let ts = t0() + i * 5 * MIN;
+            for (metric, v) in [
+                ("a", ((i * 37) % 101) as f64 - 20.0),
+                ("b", ((i * 53) % 97) as f64),
+            ] {
+                let out = feed(p, Reading::new("x1", "mx", metric, v, ts));
+                assert!(out.dead_letters.is_empty(), "{:?}", out.dead_letters);
+                for e in out.events {
+                    let a = e.alert;
+                    got.push((
+                        a.rule.to_string(),
+                        e.event,
+                        a.severity,
+                        a.value.to_bits(),
+                        e.at,
+                    ));
+                }
+            }
+        }
+        got
+    };
+    let mixed = run(&mut kind_with(&rules));
+    for rule in &rules {
+        let alone = run(&mut kind_with(std::slice::from_ref(rule)));
+        let here: Vec<_> = mixed.iter().filter(|e| e.0 == rule.0).cloned().collect();
+        assert!(
+            !alone.is_empty(),
+            "{} raises something on this data",
+            rule.0
+        );
+        assert_eq!(here, alone, "{} among the others and alone", rule.0);
+    }
+}
+
+/// The per-sensor structs are held once per metric, rule or sensor, 100,000s of times: these
+/// sizes are what BENCHMARKS.md's memory figures rest on, so growing one should be a choice.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn per_sensor_state_stays_small() {
+    use std::mem::size_of;
+    assert_eq!(size_of::<MetricState>(), 96);
+    assert_eq!(size_of::<WindowAgg>(), 16);
+    assert_eq!(size_of::<Series>(), 48);
+    assert_eq!(size_of::<SensorAlerts>(), 8);
+    assert!(
+        size_of::<SensorState>() <= 112,
+        "{}",
+        size_of::<SensorState>()
+    );
 }

@@ -4,40 +4,47 @@
 use crate::catalog::Metric;
 use crate::model::{Reading, TsSource};
 
-use super::alerts::ActiveAlert;
 use super::Settings;
 
 /// How many recent timestamps per series are remembered to catch duplicates that arrive out
 /// of order. The store's primary key catches older ones.
 const RECENT: usize = 4;
 
-/// The state of one series (sensor × metric).
+/// The state of one series (sensor × metric). One per metric of every sensor, so every
+/// byte counts: the series' sensor-fault alert lives with the sensor's other alerts, and
+/// "no reading yet" is `run == 0` rather than an `Option` around the last reading.
 pub(super) struct MetricState {
-    last: Option<(i64, f64)>,
+    /// The last reading that moved the series forward (not out of order, not a spike);
+    /// meaningless while `run` is 0.
+    last_ts: i64,
+    last_v: f64,
     /// Recent (timestamp, value bits), to tell a replay from a conflicting duplicate.
     recent: [(i64, u64); RECENT],
-    recent_pos: u8,
-    /// Length and start of the current run of identical values.
+    /// Length and start of the current run of identical values; 0 until the first reading,
+    /// and never 0 again after it.
     run: u32,
+    recent_pos: u8,
     run_since: i64,
-    /// The active "sensor fault" alert of this series, if any.
-    pub fault: Option<ActiveAlert>,
 }
 
 impl Default for MetricState {
     fn default() -> Self {
         MetricState {
-            last: None,
+            last_ts: 0,
+            last_v: 0.0,
             recent: [(i64::MIN, 0); RECENT],
             recent_pos: 0,
             run: 0,
             run_since: 0,
-            fault: None,
         }
     }
 }
 
 impl MetricState {
+    fn last(&self) -> Option<(i64, f64)> {
+        (self.run > 0).then_some((self.last_ts, self.last_v))
+    }
+
     fn remember(&mut self, ts: i64, value: f64) {
         let pos = usize::from(self.recent_pos) % RECENT;
         self.recent[pos] = (ts, value.to_bits());
@@ -157,7 +164,7 @@ pub(super) fn check(
         .find(|(t, _)| *t == r.ts)
         .map(|&(_, bits)| bits)
         .or_else(|| {
-            st.last
+            st.last()
                 .filter(|(t, _)| *t == r.ts)
                 .map(|(_, v)| v.to_bits())
         });
@@ -175,9 +182,9 @@ pub(super) fn check(
             ),
         );
     }
-    let Some((last_ts, last_v)) = st.last else {
+    let Some((last_ts, last_v)) = st.last() else {
         st.remember(r.ts, v);
-        st.last = Some((r.ts, v));
+        (st.last_ts, st.last_v) = (r.ts, v);
         st.run = 1;
         st.run_since = r.ts;
         return Verdict::Good;
@@ -227,12 +234,13 @@ pub(super) fn check(
             };
         }
     }
-    st.last = Some((r.ts, v));
+    (st.last_ts, st.last_v) = (r.ts, v);
 
     let mut verdict = Verdict::Good;
     if metric.flatline {
         if v == last_v {
-            st.run += 1;
+            // Saturating: `run` must not wrap back to 0, "no reading yet".
+            st.run = st.run.saturating_add(1);
         } else {
             st.run = 1;
             st.run_since = r.ts;

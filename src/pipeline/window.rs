@@ -18,33 +18,45 @@ pub const MAX_SAMPLES: usize = 8_640;
 /// Reading time of "no sample yet".
 const NEVER: i64 = i64::MIN;
 
+/// A sample's position in the whole stream of its series, counted modulo 2³²: the samples
+/// alive at once are far fewer than that (at most [`MAX_SAMPLES`] + 1), so a wrapping
+/// distance from the oldest one is exact, and four bytes per rule instead of eight.
+type Pos = u32;
+
 /// The samples of one metric within its longest window, shared by that metric's windowed
 /// rules. Samples are addressed by their position in the whole stream (`dropped` counts
 /// those already let go), so that a rule's start survives the buffer's trimming.
 #[derive(Clone, Debug)]
 pub struct Series {
     samples: VecDeque<(i64, f64)>,
-    dropped: u64,
     /// Reading time of the first sample this series ever held: until a whole window has
     /// passed since then (after a restart, say) an aggregate is incomplete.
     first_ts: i64,
-    /// The longest window of the rules that read this series.
-    keep_ms: i64,
+    dropped: Pos,
+    /// The metric (index in its sensor's profile) whose samples these are, and where the
+    /// windows of its rules begin in the sensor's list of windows: here, where they fill
+    /// padding, rather than in a table beside the series.
+    metric: u16,
+    first_window: u16,
 }
 
 impl Series {
-    pub fn new(keep_ms: i64) -> Series {
+    pub fn new(metric: u16, first_window: u16) -> Series {
         Series {
             samples: VecDeque::new(),
-            dropped: 0,
             first_ts: NEVER,
-            keep_ms,
+            dropped: 0,
+            metric,
+            first_window,
         }
     }
 
-    /// Makes the series keep at least `ms` of reading time (for one more rule's window).
-    pub fn keep_longer(&mut self, ms: i64) {
-        self.keep_ms = self.keep_ms.max(ms);
+    pub fn metric(&self) -> u16 {
+        self.metric
+    }
+
+    pub fn first_window(&self) -> usize {
+        usize::from(self.first_window)
     }
 
     /// Adds a sample; every rule of the metric then [`WindowAgg::push`]es it, and
@@ -56,29 +68,35 @@ impl Series {
         self.samples.push_back((ts, value));
     }
 
-    /// Drops the samples older than the longest window at `ts` (every rule's window, being
-    /// no longer, has already passed them), and any beyond [`MAX_SAMPLES`].
-    pub fn trim(&mut self, ts: i64) {
-        let cutoff = ts.saturating_sub(self.keep_ms);
+    /// Drops the samples older than `keep_ms`, the longest window of the metric's rules, at
+    /// `ts` (every rule's window, being no longer, has already passed them), and any beyond
+    /// [`MAX_SAMPLES`].
+    pub fn trim(&mut self, ts: i64, keep_ms: i64) {
+        let cutoff = ts.saturating_sub(keep_ms);
         while let Some(&(t, _)) = self.samples.front() {
             if t > cutoff && self.samples.len() <= MAX_SAMPLES {
                 break;
             }
             self.samples.pop_front();
-            self.dropped += 1;
+            self.dropped = self.dropped.wrapping_add(1);
         }
     }
 
-    fn end(&self) -> u64 {
-        self.dropped + self.samples.len() as u64
+    fn end(&self) -> Pos {
+        self.dropped.wrapping_add(self.samples.len() as Pos)
     }
 
-    fn at(&self, pos: u64) -> (i64, f64) {
+    /// Where `pos` is in `samples`.
+    fn index(&self, pos: Pos) -> usize {
+        pos.wrapping_sub(self.dropped) as usize
+    }
+
+    fn at(&self, pos: Pos) -> (i64, f64) {
         // A rule's start is never behind `dropped` (see `trim`); `(NEVER, 0)` would only
         // make a bug visible as an empty window rather than a panic.
-        usize::try_from(pos - self.dropped.min(pos))
-            .ok()
-            .and_then(|i| self.samples.get(i).copied())
+        self.samples
+            .get(self.index(pos))
+            .copied()
             .unwrap_or((NEVER, 0.0))
     }
 
@@ -96,59 +114,74 @@ impl Series {
     }
 }
 
+/// The candidates a max or min window keeps (boxed and made on first use, so that the sums
+/// and means, most rules, pay one word for it).
+#[allow(clippy::box_collection)] // a Box is one word; a VecDeque, four
+pub type Candidates = Option<Box<VecDeque<(i64, f64)>>>;
+
 /// One rule's aggregate over the last `len_ms` of a [`Series`], in O(1) amortised.
 ///
 /// Sum and mean keep a running sum, recomputed from the samples now and then so that float
 /// error from adding and subtracting cannot build up over months. Max and min keep a
-/// monotonic deque of candidates (boxed: most rules are sums and means and need none).
+/// monotonic deque of candidates, which the caller keeps ([`Candidates`]): a rule that is not
+/// windowed uses the same word for other things.
 #[derive(Clone, Debug, Default)]
 pub struct WindowAgg {
-    /// Stream position of the oldest sample in this rule's window.
-    start: u64,
     sum: f64,
+    /// Stream position of the oldest sample in this rule's window.
+    start: Pos,
     ops_since_resum: u32,
-    #[allow(clippy::box_collection)] // a Box is one word; a VecDeque, four
-    extreme: Option<Box<VecDeque<(i64, f64)>>>,
 }
 
 impl WindowAgg {
     /// Takes the sample just pushed onto `series` (at `ts`), drops those that fell out of
     /// the window, and returns the aggregate.
-    pub fn push(&mut self, series: &Series, len_ms: i64, agg: Aggregate) -> f64 {
+    pub fn push(
+        &mut self,
+        series: &Series,
+        len_ms: i64,
+        agg: Aggregate,
+        extreme: &mut Candidates,
+    ) -> f64 {
         let end = series.end();
         let Some(&(ts, value)) = series.samples.back() else {
             return 0.0;
         };
         let cutoff = ts.saturating_sub(len_ms);
-        // The new sample is at `end - 1`; the window before it is [start, end - 1).
-        let last = end - 1;
         // Cannot happen (every rule of the metric passes a sample before `trim` lets it go);
         // caught in tests, and in a release build the window just starts at what is left.
         debug_assert!(
-            self.start >= series.dropped,
+            series.index(self.start) < series.len(),
             "a rule fell behind its series"
         );
-        self.start = self.start.max(series.dropped);
-        while self.start < last {
-            let (t, v) = series.at(self.start);
-            if t > cutoff && last - self.start < MAX_SAMPLES as u64 {
+        if series.index(self.start) >= series.len() {
+            self.start = series.dropped;
+        }
+        // The new sample is at `end - 1`; the window before it is [start, end - 1). Counted
+        // as offsets from `dropped`, which do not wrap.
+        let last = series.len() - 1;
+        let mut first = series.index(self.start);
+        while first < last {
+            let (t, v) = series.samples[first];
+            if t > cutoff && last - first < MAX_SAMPLES {
                 break;
             }
-            self.start += 1;
+            first += 1;
             self.sum -= v;
             self.ops_since_resum += 1;
         }
+        self.start = series.dropped.wrapping_add(first as Pos);
         self.sum += value;
         if self.ops_since_resum > 4096 {
-            self.sum = (self.start..end).map(|p| series.at(p).1).sum();
+            self.sum = series.samples.range(first..).map(|&(_, v)| v).sum();
             self.ops_since_resum = 0;
         }
         match agg {
             Aggregate::Sum => self.sum,
-            Aggregate::Mean => self.sum / (end - self.start) as f64,
+            Aggregate::Mean => self.sum / end.wrapping_sub(self.start) as f64,
             Aggregate::Max | Aggregate::Min => {
                 let oldest = series.at(self.start).0;
-                let extreme = self.extreme.get_or_insert_with(Default::default);
+                let extreme = extreme.get_or_insert_with(Default::default);
                 while extreme
                     .front()
                     .is_some_and(|&(t, _)| t <= cutoff || t < oldest)
@@ -170,7 +203,7 @@ impl WindowAgg {
 
     /// How many samples this rule's window holds.
     pub fn len(&self, series: &Series) -> usize {
-        usize::try_from(series.end().saturating_sub(self.start)).unwrap_or(usize::MAX)
+        series.end().wrapping_sub(self.start) as usize
     }
 }
 
@@ -184,22 +217,24 @@ mod tests {
     struct Solo {
         series: Series,
         agg: WindowAgg,
+        extreme: Candidates,
         len: i64,
     }
 
     impl Solo {
         fn new(len: i64) -> Solo {
             Solo {
-                series: Series::new(len),
+                series: Series::new(0, 0),
                 agg: WindowAgg::default(),
+                extreme: None,
                 len,
             }
         }
 
         fn push(&mut self, ts: i64, v: f64, a: Aggregate) -> f64 {
             self.series.push(ts, v);
-            let x = self.agg.push(&self.series, self.len, a);
-            self.series.trim(ts);
+            let x = self.agg.push(&self.series, self.len, a, &mut self.extreme);
+            self.series.trim(ts, self.len);
             x
         }
     }
@@ -255,19 +290,19 @@ mod tests {
             Aggregate::Max,
             Aggregate::Min,
         ];
-        let mut shared = Series::new(24 * H);
-        let mut rules: Vec<(i64, Aggregate, WindowAgg, Solo)> = lens
+        let mut shared = Series::new(0, 0);
+        let mut rules: Vec<(i64, Aggregate, WindowAgg, Candidates, Solo)> = lens
             .iter()
             .flat_map(|&l| aggs.iter().map(move |&a| (l, a)))
-            .map(|(l, a)| (l, a, WindowAgg::default(), Solo::new(l)))
+            .map(|(l, a)| (l, a, WindowAgg::default(), None, Solo::new(l)))
             .collect();
         // every 7 minutes for three days, with a few readings out of order
         for i in 0..(3 * 24 * 60 / 7) {
             let ts = i * 7 * 60_000 - if i % 13 == 0 { 20 * 60_000 } else { 0 };
             let v = ((i * 37) % 101) as f64 / 10.0;
             shared.push(ts, v);
-            for (l, a, agg, solo) in &mut rules {
-                let got = agg.push(&shared, *l, *a);
+            for (l, a, agg, extreme, solo) in &mut rules {
+                let got = agg.push(&shared, *l, *a, extreme);
                 let want = solo.push(ts, v, *a);
                 assert!(
                     (got - want).abs() < 1e-9,
@@ -275,7 +310,7 @@ mod tests {
                 );
                 assert_eq!(agg.len(&shared), solo.agg.len(&solo.series));
             }
-            shared.trim(ts);
+            shared.trim(ts, 24 * H);
         }
         assert!(
             shared.len() <= 24 * 60 / 7 + 2,
@@ -287,17 +322,57 @@ mod tests {
     /// A device faster than MAX_SAMPLES per window: the series and every rule stay bounded.
     #[test]
     fn samples_are_capped() {
-        let mut shared = Series::new(24 * H);
+        let mut shared = Series::new(0, 0);
         let mut day = WindowAgg::default();
         let mut hour = WindowAgg::default();
         for i in 0..(MAX_SAMPLES as i64 * 2) {
             shared.push(i * 1000, 1.0);
-            assert!(day.push(&shared, 24 * H, Aggregate::Sum) <= MAX_SAMPLES as f64);
-            assert!(hour.push(&shared, H, Aggregate::Sum) <= 3600.0);
-            shared.trim(i * 1000);
+            assert!(day.push(&shared, 24 * H, Aggregate::Sum, &mut None) <= MAX_SAMPLES as f64);
+            assert!(hour.push(&shared, H, Aggregate::Sum, &mut None) <= 3600.0);
+            shared.trim(i * 1000, 24 * H);
         }
         assert_eq!(shared.len(), MAX_SAMPLES);
         assert_eq!(day.len(&shared), MAX_SAMPLES);
         assert_eq!(hour.len(&shared), 3600);
+    }
+
+    /// Stream positions are counted modulo 2³²: rules whose windows straddle the wrap give
+    /// what the same rules give far from it.
+    #[test]
+    fn positions_wrap_past_u32_max() {
+        let aggs = [
+            Aggregate::Sum,
+            Aggregate::Mean,
+            Aggregate::Max,
+            Aggregate::Min,
+        ];
+        let mut near = Series::new(0, 0);
+        let mut far = Series::new(0, 0);
+        near.dropped = u32::MAX - 50;
+        let mut rules: Vec<_> = aggs
+            .iter()
+            .map(|&a| {
+                let at_wrap = WindowAgg {
+                    start: near.dropped,
+                    ..WindowAgg::default()
+                };
+                (a, at_wrap, None, WindowAgg::default(), None)
+            })
+            .collect();
+        for i in 0..400_i64 {
+            let (ts, v) = (i * 60_000, ((i * 37) % 101) as f64);
+            near.push(ts, v);
+            far.push(ts, v);
+            for (a, n, n_ext, f, f_ext) in &mut rules {
+                let got = n.push(&near, H, *a, n_ext);
+                let want = f.push(&far, H, *a, f_ext);
+                assert_eq!(got, want, "{a:?} at {ts}");
+                assert_eq!(n.len(&near), f.len(&far));
+            }
+            near.trim(ts, H);
+            far.trim(ts, H);
+        }
+        assert!(near.dropped < 400, "the positions did wrap");
+        assert_eq!(near.len(), 60);
     }
 }
