@@ -305,11 +305,24 @@ impl Pipeline {
         if let Some(p) = self.shared_profiles.get(&key) {
             return Some(p.clone());
         }
-        let profile = self.catalog.unlisted(kind, Some(key.1.clone()))?;
-        if self.shared_profiles.len() < SHARED_PROFILES {
-            self.shared_profiles.insert(key, profile.clone());
+        self.catalog.unlisted(kind, Some(key.1))
+    }
+
+    /// Offers the profile of `sensor`, just accepted as new, for sharing. Only a sensor that
+    /// is kept adds to the map: a new id whose first reading is rejected (past
+    /// `max_sensors`, say) must not leave its tags behind.
+    fn share_profile(&mut self, sensor: &str) {
+        if self.shared_profiles.len() >= SHARED_PROFILES {
+            return;
         }
-        Some(profile)
+        let Some(profile) = self.sensors.get(sensor).map(|s| s.profile.clone()) else {
+            return;
+        };
+        let Some(tags) = profile.tags.clone() else {
+            return;
+        };
+        let key = (CompactString::from(profile.kind.name.as_str()), tags);
+        self.shared_profiles.entry(key).or_insert(profile);
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -577,9 +590,12 @@ impl Pipeline {
         }
         let result = self.check_known(r, now, rate, out);
         if fresh {
-            if let Err((r, _, _)) = &result {
-                self.sensors.remove(r.sensor.as_str());
-                out.new_sensors.pop();
+            match &result {
+                Ok(r) => self.share_profile(r.sensor.as_str()),
+                Err((r, _, _)) => {
+                    self.sensors.remove(r.sensor.as_str());
+                    out.new_sensors.pop();
+                }
             }
         }
         result

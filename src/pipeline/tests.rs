@@ -1350,3 +1350,28 @@ fn per_sensor_state_stays_small() {
         size_of::<SensorState>()
     );
 }
+
+#[test]
+fn rejected_new_sensors_leave_no_shared_profile_behind() {
+    // A tagged reading from a new id that is then rejected (past max_sensors, or out of
+    // range) must not keep its tags in the profile-sharing map: the tags come from outside
+    // and the map lives as long as the process.
+    let t = t0();
+    let mut p = pipeline_with("[validation]\nmax_sensors = 1\n");
+    let tagged = |id: &str, district: &str, v: f64| {
+        let mut r = Reading::new(id, "tk", "level", v, t);
+        r.tags = Some(Arc::from(vec![("district".into(), district.into())]));
+        r
+    };
+    let out = feed(&mut p, tagged("bad", "x", 1000.0));
+    assert_eq!(reasons(&out), vec![("out_of_range", "bad".to_string())]);
+    assert!(p.shared_profiles.is_empty());
+    let out = feed(&mut p, tagged("kept", "y", 1.0));
+    assert_eq!(out.stats.accepted, 1);
+    assert_eq!(p.shared_profiles.len(), 1);
+    for i in 0..50 {
+        let out = feed(&mut p, tagged(&format!("n{i}"), &format!("d{i}"), 1.0));
+        assert_eq!(reasons(&out), vec![("too_many_sensors", format!("n{i}"))]);
+    }
+    assert_eq!(p.shared_profiles.len(), 1, "only the kept sensor's profile");
+}

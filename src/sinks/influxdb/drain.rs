@@ -289,7 +289,8 @@ impl Drain {
         }
         // Fewer lines than a full request: wait for more, at most until the oldest is
         // `flush_interval` old. But a partial request goes at once when none went in the last
-        // `flush_interval`: the store still gets at most one partial request per interval, and
+        // `flush_interval`: the store normally gets at most one partial request per interval
+        // (a retry, or the wall clock jumping ahead, can make it two), and
         // the end of a burst (or a lone reading after a quiet spell) is not held back a whole
         // interval behind full requests that went out just before it.
         let full = lag.lines >= self.max_lines || lag.raw_bytes >= self.max_bytes;

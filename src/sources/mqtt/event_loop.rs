@@ -58,6 +58,12 @@ pub(super) trait Protocol: Send + 'static {
         &mut self,
         acks: &[&AckHandle],
     ) -> impl Future<Output = Result<usize, Self::Error>> + Send;
+    /// Whether a connection is up (only asked when [`Protocol::DIRECT_ACKS`]): while it is
+    /// not, a poll is inside rumqttc's connect, whose progress lives in the poll future, so
+    /// acks must not interrupt it.
+    fn connected(&self) -> bool {
+        true
+    }
     /// A connection error in plain words.
     fn describe(e: &Self::Error) -> String;
     /// The name of the broker's in-flight window in this version, for messages.
@@ -78,17 +84,21 @@ pub(super) async fn run<P: Protocol>(
 ) {
     let name = shared.status.name.clone();
     loop {
+        let connected = proto.connected();
         let polled = tokio::select! {
             // Acks first: at stop, the DISCONNECT queued after the last batch was handed over
-            // must not overtake its acks. Dropping the poll future meanwhile is safe: rumqttc
-            // keeps read bytes and decoded events in the event loop, not in the future.
+            // must not overtake its acks. Dropping the poll future meanwhile is safe once
+            // connected: rumqttc keeps read bytes and decoded events in the event loop, not in
+            // the future. While connecting it is not (the TCP, TLS and CONNECT exchange lives
+            // in the future), so acks wait; those of the old connection are not written anyway.
             biased;
-            Some(batch) = next_acks(&mut acks) => match send_acks(&mut proto, &shared, &batch).await {
+            Some(batch) = next_acks(&mut acks), if connected => match send_acks(&mut proto, &shared, &batch).await {
                 Ok(()) => continue,
                 Err(e) => Some(Err(e)),
             },
-            ev = proto.poll() => Some(ev),
+            // Before the poll, which is ready all the time under load.
             _ = shared.reconnect.notified(), if !shared.stopping.load(Ordering::SeqCst) => None,
+            ev = proto.poll() => Some(ev),
         };
         let reason = match polled {
             Some(Ok(step)) => match step {

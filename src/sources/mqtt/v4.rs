@@ -87,6 +87,10 @@ impl Protocol for V4 {
 
     const DIRECT_ACKS: bool = true;
 
+    fn connected(&self) -> bool {
+        self.eventloop.network.is_some()
+    }
+
     /// rumqttc's PUBACK for a QoS 1 message is stateless (it only reports the packet as an
     /// outgoing event), so it is written straight into the connection's buffer; a PUBREC
     /// (QoS 2) goes through the session state, which must know about it.
