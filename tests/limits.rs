@@ -474,23 +474,46 @@ async fn a_sensor_flooding_over_mqtt_is_rate_limited_and_the_others_are_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_max_connections_get_a_503_and_a_freed_slot_is_reused() {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = start(dir.path(), "[http]\nmax_connections = 3\n").await;
+    // Held connections wait for their next request: long timeouts keep them held.
+    let gw = start(
+        dir.path(),
+        "[http]\nmax_connections = 3\nheader_read_timeout = \"120s\"\nidle_timeout = \"120s\"\n",
+    )
+    .await;
     let api = gw.api();
     let addr = format!("127.0.0.1:{}", gw.http_port);
     let before_kib = gw.peak_rss_kib();
 
-    // Three idle connections take every slot (well inside the header-read timeout).
-    let mut idle = Vec::new();
-    for _ in 0..3 {
-        idle.push(
-            tokio::net::TcpStream::connect(&addr)
-                .await
-                .expect("connect"),
-        );
+    // Take every slot with keep-alive connections that each got a 200. A connection closed
+    // just before (the readiness check's) may still hold a slot until the gateway has seen
+    // it go, so some of these may be refused first: a 503, or a reset when the refusal
+    // closed the socket with our request unread. Either way the gateway counted it.
+    let mut held = Vec::new();
+    let mut refused: u64 = 0;
+    let until = Instant::now() + Duration::from_secs(30);
+    while held.len() < 3 {
+        assert!(Instant::now() < until, "no free slot came in time");
+        let mut c = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let _ = c
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+        let mut head = [0u8; 12];
+        match tokio::time::timeout(STORE_DEADLINE, c.read_exact(&mut head)).await {
+            Ok(Ok(_)) if head.starts_with(b"HTTP/1.1 200") => {
+                // The rest of the answer stays unread in our buffer: nothing more comes.
+                held.push(c);
+            }
+            Ok(Ok(_)) if head.starts_with(b"HTTP/1.1 503") => refused += 1,
+            Ok(Err(_)) => refused += 1,
+            other => panic!("neither held nor refused: {other:?} {head:?}"),
+        }
     }
     // A fourth, and many more: each is answered 503 and closed, and holds nothing.
+    // Every slot is ours now: each new connection is refused.
     const FLOOD: u64 = 200;
     for i in 0..FLOOD {
         // It reads without sending: the gateway closes a refused connection at once, and
@@ -515,11 +538,11 @@ async fn connections_over_max_connections_get_a_503_and_a_freed_slot_is_reused()
     }
     report_rss("max_connections", before_kib, gw.peak_rss_kib(), FLOOD);
 
-    // One idle connection leaves: its slot is free once the gateway has seen it go (a
+    // One held connection leaves: its slot is free once the gateway has seen it go (a
     // failure guard, not a timing check), and a request gets through again.
-    drop(idle.pop());
+    drop(held.pop());
     let until = Instant::now() + Duration::from_secs(30);
-    let mut refused = FLOOD;
+    refused += FLOOD;
     loop {
         // Refused, a client that sent its request at once may see the 503 or a reset.
         let Ok(resp) = api.client.get(format!("{}/metrics", api.base)).send().await else {
@@ -545,5 +568,5 @@ async fn connections_over_max_connections_get_a_503_and_a_freed_slot_is_reused()
         assert!(Instant::now() < until, "the freed slot was never reused");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(idle);
+    drop(held);
 }

@@ -197,8 +197,11 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, si
 }
 
 /// Answers a connection over `http.max_connections` with a 503 and closes it. The answer is
-/// written only if the socket takes it at once, so a client that does not read costs nothing;
-/// over TLS there is no handshake to spend on it, so it is just closed.
+/// written only if the socket takes it at once (a fresh socket's buffer always has room for
+/// it), so a client that does not read costs nothing; over TLS there is no handshake to spend
+/// on it, so it is just closed. The write goes through the std socket: tokio's `try_write`
+/// refuses without trying when its readiness for the new socket is not known yet, which
+/// under load closed some refused connections without a word.
 fn refuse(tcp: TcpStream, tls: bool) {
     crate::telemetry::record_http_rejected("too_many_connections");
     if !tls {
@@ -207,7 +210,10 @@ fn refuse(tcp: TcpStream, tls: bool) {
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
             BODY.len()
         );
-        let _ = tcp.try_write(answer.as_bytes());
+        if let Ok(mut std_tcp) = tcp.into_std() {
+            // Still non-blocking, as tokio left it.
+            let _ = std::io::Write::write(&mut std_tcp, answer.as_bytes());
+        }
     }
 }
 
