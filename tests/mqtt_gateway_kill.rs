@@ -71,3 +71,64 @@ async fn gateway_kill9_mid_stream_mqtt5() {
 async fn gateway_kill9_mid_stream_mqtt311() {
     gateway_kill(Proto::V311).await;
 }
+
+/// The other side of the kill: a clean stop (SIGTERM) acknowledges everything it stored, so
+/// the broker has nothing to send again when the gateway comes back. After the restart a
+/// marker is published; the broker resends a session's unacknowledged messages on resume,
+/// before anything new, so once the marker is stored the gateway must have received exactly
+/// one message. This holds the PUBACKs the 3.1.1 event loop writes itself, and the acks of
+/// the last batches before the DISCONNECT.
+async fn clean_stop(proto: Proto) {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = format!("stop-{}", proto.config_name());
+    let mut gw = GatewayProcess::start(
+        dir.path(),
+        &mqtt_section(&name, &broker.url(), proto, ""),
+        &[],
+    );
+    gw.wait_ready().await;
+    let api = gw.api();
+    let connected =
+        common::wait_for_mqtt_status(&api, &name, STORE_DEADLINE, common::is_connected).await;
+    assert!(
+        common::is_connected(&connected),
+        "{connected}\n{}",
+        gw.log()
+    );
+    let db = gw.db.clone();
+    let mut publisher = Publisher::connect(broker.port(), proto).await;
+    publisher.publish_all(&stream("cs", N, 0)).await;
+    wait_for_count(&db, READINGS, 2 * N as i64, STORE_DEADLINE).await;
+    gw.stop();
+
+    gw.start_again();
+    gw.wait_ready().await;
+    let connected =
+        common::wait_for_mqtt_status(&api, &name, STORE_DEADLINE, common::is_connected).await;
+    assert!(
+        common::is_connected(&connected),
+        "{connected}\n{}",
+        gw.log()
+    );
+    publisher.publish_all(&stream("marker", 1, 0)).await;
+    let n = wait_for_count(&db, READINGS, 2 * N as i64 + 2, STORE_DEADLINE).await;
+    assert_eq!(n, 2 * N as i64 + 2, "log:\n{}", gw.log());
+    let status = common::wait_for_mqtt_status(&api, &name, STORE_DEADLINE, |_| true).await;
+    assert_eq!(
+        status["received"],
+        1,
+        "after a clean stop only the marker comes: {status}\nbroker log:\n{}",
+        broker.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_nothing_to_redeliver_mqtt311() {
+    clean_stop(Proto::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_nothing_to_redeliver_mqtt5() {
+    clean_stop(Proto::V5).await;
+}
