@@ -12,24 +12,37 @@ use common::{count, mqtt_section, stream, wait_for_count, STORE_DEADLINE};
 const N: usize = 2000;
 const READINGS: &str = "SELECT count(*) FROM readings";
 
-async fn gateway_kill(proto: Proto) {
-    let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let name = format!("kill-{}", proto.config_name());
-    let mut gw = GatewayProcess::start(
-        dir.path(),
-        &mqtt_section(&name, &broker.url(), proto, ""),
-        &[],
-    );
+/// The gateway binary in `dir` with one `[[mqtt]]` connection `name` to `broker`, started
+/// and connected.
+async fn start_connected(
+    dir: &std::path::Path,
+    broker: &Mosquitto,
+    name: &str,
+    proto: Proto,
+) -> GatewayProcess {
+    let mut gw = GatewayProcess::start(dir, &mqtt_section(name, &broker.url(), proto, ""), &[]);
+    wait_connected(&mut gw, name).await;
+    gw
+}
+
+/// Waits until the gateway answers and its connection `name` is up (panics with the log).
+async fn wait_connected(gw: &mut GatewayProcess, name: &str) {
     gw.wait_ready().await;
-    let api = gw.api();
     let status =
-        common::wait_for_mqtt_status(&api, &name, STORE_DEADLINE, common::is_connected).await;
+        common::wait_for_mqtt_status(&gw.api(), name, STORE_DEADLINE, common::is_connected).await;
     assert!(
         common::is_connected(&status),
         "{status}\nlog:\n{}",
         gw.log()
     );
+}
+
+async fn gateway_kill(proto: Proto) {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = format!("kill-{}", proto.config_name());
+    let mut gw = start_connected(dir.path(), &broker, &name, proto).await;
+    let api = gw.api();
     let db = gw.db.clone();
     let msgs = stream("wq", N, 0);
 
@@ -82,20 +95,8 @@ async fn clean_stop(proto: Proto) {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let name = format!("stop-{}", proto.config_name());
-    let mut gw = GatewayProcess::start(
-        dir.path(),
-        &mqtt_section(&name, &broker.url(), proto, ""),
-        &[],
-    );
-    gw.wait_ready().await;
+    let mut gw = start_connected(dir.path(), &broker, &name, proto).await;
     let api = gw.api();
-    let connected =
-        common::wait_for_mqtt_status(&api, &name, STORE_DEADLINE, common::is_connected).await;
-    assert!(
-        common::is_connected(&connected),
-        "{connected}\n{}",
-        gw.log()
-    );
     let db = gw.db.clone();
     let mut publisher = Publisher::connect(broker.port(), proto).await;
     publisher.publish_all(&stream("cs", N, 0)).await;
@@ -103,14 +104,7 @@ async fn clean_stop(proto: Proto) {
     gw.stop();
 
     gw.start_again();
-    gw.wait_ready().await;
-    let connected =
-        common::wait_for_mqtt_status(&api, &name, STORE_DEADLINE, common::is_connected).await;
-    assert!(
-        common::is_connected(&connected),
-        "{connected}\n{}",
-        gw.log()
-    );
+    wait_connected(&mut gw, &name).await;
     publisher.publish_all(&stream("marker", 1, 0)).await;
     let n = wait_for_count(&db, READINGS, 2 * N as i64 + 2, STORE_DEADLINE).await;
     assert_eq!(n, 2 * N as i64 + 2, "log:\n{}", gw.log());
