@@ -239,7 +239,14 @@ impl Victoria {
 /// One JSON line of `/api/v1/export`:
 /// `{"metric":{"__name__":"m","k":"v"},"values":[1.5],"timestamps":[1700000000000]}`.
 fn parse_export_line(line: &str) -> Series {
-    let json: serde_json::Value = serde_json::from_str(line)
+    // VM also writes non-finite values bare (`[+Inf]`), which is not JSON: quote them.
+    let quoted = ["+Inf", "-Inf", "NaN"]
+        .iter()
+        .fold(line.to_owned(), |l, t| {
+            l.replace(&format!("[{t}"), &format!("[\"{t}\""))
+                .replace(&format!(",{t}"), &format!(",\"{t}\""))
+        });
+    let json: serde_json::Value = serde_json::from_str(&quoted)
         .unwrap_or_else(|e| panic!("export line is not JSON ({e}): {line}"));
     let mut labels: BTreeMap<String, String> = json["metric"]
         .as_object()
