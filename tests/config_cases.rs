@@ -237,3 +237,50 @@ fn every_example_config_loads() {
         }
     }
 }
+
+/// The pipeline keeps a rule's or a metric's index within its kind in 16 bits: a kind with one
+/// more than 65,535 of either is refused at load, naming the key, instead of wrapping silently.
+#[test]
+fn a_kind_with_more_rules_or_metrics_than_16_bit_indices_hold_is_refused() {
+    fn kind(metrics: usize, rules: usize) -> String {
+        let mut toml = String::from("[catalog.big]\nname = { en = \"Big\" }\n");
+        for m in 0..metrics {
+            toml.push_str(&format!(
+                "[catalog.big.metrics.m{m}]\nname = {{ en = \"m{m}\" }}\nunit = \"%\"\nmin = 0.0\nmax = 100.0\n"
+            ));
+        }
+        for r in 0..rules {
+            toml.push_str(&format!(
+                "[[catalog.big.rules]]\nname = \"r{r}\"\nmetric = \"m0\"\nabove = {{ warning = {r}.0 }}\n"
+            ));
+        }
+        toml
+    }
+    let load = |toml: String| {
+        load_with_env(
+            &[Source::Text {
+                name: "big.toml".into(),
+                toml,
+            }],
+            Some(HashMap::new()),
+        )
+    };
+
+    let at_limit = load(kind(1, 65_535));
+    assert!(
+        at_limit.is_ok(),
+        "65,535 rules must load: {:?}",
+        at_limit.err()
+    );
+
+    let err = load(kind(65_536, 65_536))
+        .err()
+        .unwrap_or_else(|| panic!("a kind with 65,536 rules and metrics was accepted"));
+    assert_eq!(
+        outcome(&Err(err)),
+        [
+            "catalog.big.metrics: 65536 metrics; a kind may have at most 65535",
+            "catalog.big.rules: 65536 rules; a kind may have at most 65535",
+        ]
+    );
+}

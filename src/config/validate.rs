@@ -579,6 +579,10 @@ fn catalog(p: &mut Problems, value: Option<Value>) -> BTreeMap<String, ParsedKin
     out
 }
 
+/// The pipeline keeps a metric's or a rule's index within its kind in 16 bits (per-sensor state
+/// is the gateway's memory at scale), so a kind may not have more of either.
+const MAX_PER_KIND: usize = u16::MAX as usize;
+
 fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> {
     let mut map = match value {
         Value::Object(map) => map,
@@ -606,6 +610,15 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
     }
     for (name, m) in &metrics {
         check_metric(p, &format!("{path}.metrics.{name}"), m);
+    }
+    if metric_names.len() > MAX_PER_KIND {
+        p.push(
+            format!("{path}.metrics"),
+            format!(
+                "{} metrics; a kind may have at most {MAX_PER_KIND}",
+                metric_names.len()
+            ),
+        );
     }
 
     let mut rules = Vec::new();
@@ -645,6 +658,16 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
                 type_name(&other)
             ),
         ),
+    }
+
+    if rules.len() > MAX_PER_KIND {
+        p.push(
+            format!("{path}.rules"),
+            format!(
+                "{} rules; a kind may have at most {MAX_PER_KIND}",
+                rules.len()
+            ),
+        );
     }
 
     let profiles: BTreeMap<String, ProfileSpec> = p.table(&format!("{path}.profiles"), profiles_v);
