@@ -95,20 +95,28 @@ fn main() -> ExitCode {
             for w in citygate::security::config_file_warnings(&cli.config) {
                 tracing::warn!("{w}");
             }
-            run_async(citygate::demo::run_gateway(config))
+            let workers = config.gateway.worker_threads;
+            run_async(workers, citygate::demo::run_gateway(config))
         }
         Command::Demo(args) => {
             citygate::telemetry::init_logging();
-            run_async(citygate::demo::run(args, cli.config))
+            run_async(0, citygate::demo::run(args, cli.config))
         }
     }
 }
 
-fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+/// Runs `fut` on a multi-threaded runtime of `workers` threads (0: one per core, or
+/// `TOKIO_WORKER_THREADS`).
+fn run_async(
+    workers: usize,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

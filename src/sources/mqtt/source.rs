@@ -1139,6 +1139,110 @@ mod tests {
         );
     }
 
+    /// A batcher test's queue, with `n` messages already taken into `buf`.
+    fn gather_setup(n: usize) -> (MessageQueue, QueueReceiver, Vec<Message>) {
+        let (tx, rx) = MessageQueue::new((1000, 1 << 20));
+        let buf = (0..n)
+            .map(|i| msg(&format!("city/e/noise/first{i}"), "{}", None))
+            .collect();
+        (tx, rx, buf)
+    }
+
+    fn topics(buf: &[Message]) -> Vec<String> {
+        buf.iter()
+            .map(|m| m.ack.topic().expect("utf-8").to_string())
+            .collect()
+    }
+
+    // The interleavings below are fixed: `#[tokio::test]` runs everything on one thread, and
+    // the spawned task stands for the event loop (pushing messages) and the acker (ending a
+    // commit), running only where `gather` waits.
+
+    #[tokio::test]
+    async fn while_a_batch_commits_the_batcher_waits_and_gathers_messages_that_arrive_later() {
+        let (tx, mut rx, mut buf) = gather_setup(1);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let uncommitted = Arc::new(Uncommitted::default());
+        uncommitted.count.store(1, Ordering::SeqCst);
+        let acker = uncommitted.clone();
+        let feeder = tokio::spawn(async move {
+            for i in 0..3 {
+                assert!(tx.push(msg(&format!("city/e/noise/late{i}"), "{}", None)));
+            }
+            tokio::task::yield_now().await;
+            acker.count.store(0, Ordering::SeqCst);
+            acker.done.notify_one();
+            tx
+        });
+        assert!(matches!(
+            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            Gathered::Go
+        ));
+        let _tx = feeder.await.expect("feeder");
+        assert_eq!(
+            topics(&buf),
+            [
+                "city/e/noise/first0",
+                "city/e/noise/late0",
+                "city/e/noise/late1",
+                "city/e/noise/late2"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_batcher_stops_waiting_when_the_commit_finishes() {
+        let (tx, mut rx, mut buf) = gather_setup(2);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let uncommitted = Arc::new(Uncommitted::default());
+        uncommitted.count.store(1, Ordering::SeqCst);
+        let acker = uncommitted.clone();
+        let feeder = tokio::spawn(async move {
+            acker.count.store(0, Ordering::SeqCst);
+            acker.done.notify_one();
+            tokio::task::yield_now().await;
+            // Had the batcher slept through the commit, it would take these too.
+            for i in 0..3 {
+                assert!(tx.push(msg(&format!("city/e/noise/late{i}"), "{}", None)));
+            }
+            tx
+        });
+        assert!(matches!(
+            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            Gathered::Go
+        ));
+        let _tx = feeder.await.expect("feeder");
+        assert_eq!(topics(&buf), ["city/e/noise/first0", "city/e/noise/first1"]);
+        assert_eq!(rx.queued.messages.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn with_nothing_committing_the_batcher_does_not_wait_even_for_queued_messages() {
+        let (tx, mut rx, mut buf) = gather_setup(1);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let uncommitted = Uncommitted::default();
+        assert!(tx.push(msg("city/e/noise/queued", "{}", None)));
+        assert!(matches!(
+            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            Gathered::Go
+        ));
+        assert_eq!(topics(&buf), ["city/e/noise/first0"]);
+        assert_eq!(rx.queued.messages.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait_for_more() {
+        let (_tx, mut rx, mut buf) = gather_setup(1);
+        let (stop_tx, mut stop) = watch::channel(false);
+        let uncommitted = Uncommitted::default();
+        uncommitted.count.store(1, Ordering::SeqCst);
+        stop_tx.send(true).expect("stop");
+        assert!(matches!(
+            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            Gathered::Stop
+        ));
+    }
+
     #[test]
     fn urls() {
         assert_eq!(
