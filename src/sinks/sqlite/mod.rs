@@ -67,6 +67,18 @@ pub struct Commit<'a> {
     pub outbox: Option<&'a crate::outbox::Append>,
 }
 
+impl Commit<'_> {
+    /// Nothing to write: no rows and no outbox entry.
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+            && self.dead_letters.is_empty()
+            && self.alerts.is_empty()
+            && self.events.is_empty()
+            && self.sensors.is_empty()
+            && self.outbox.is_none()
+    }
+}
+
 /// A sensor as the registry knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SensorRecord {

@@ -760,3 +760,41 @@ fn commit_of_ten_thousand_readings() {
     );
     assert_eq!((stats.readings_inserted, stats.duplicates), (0, 10_000));
 }
+
+/// A commit with nothing in it (the null sink's usual batch) succeeds without a transaction:
+/// it returns at once even while another connection holds the write lock, where a commit with
+/// one reading waits out the busy timeout and fails as busy.
+#[test]
+fn an_empty_commit_needs_no_write_lock() {
+    let (_dir, path, mut store) = temp_store();
+    store
+        .connection_mut()
+        .busy_timeout(std::time::Duration::from_millis(50))
+        .expect("busy timeout");
+    let other = rusqlite::Connection::open(&path).expect("second connection");
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("the other connection takes the write lock");
+
+    let stats = store
+        .commit(&Commit {
+            raw_max: 64,
+            ..Commit::default()
+        })
+        .expect("an empty commit needs no lock");
+    assert_eq!(stats.readings_inserted, 0);
+    assert_eq!(stats.last_event_seq, None);
+    assert_eq!(stats.outbox_seq, None);
+
+    let one = [Reading::new("wl-1", "water_level", "level", 2.5, 1_000)];
+    let err = store
+        .commit(&readings_commit(&one))
+        .expect_err("a commit with a reading needs the lock the other connection holds");
+    assert!(err.is_retryable(), "{err}");
+
+    other.execute_batch("ROLLBACK").expect("release the lock");
+    let stats = store
+        .commit(&readings_commit(&one))
+        .expect("the commit goes through once the lock is free");
+    assert_eq!(stats.readings_inserted, 1);
+}
