@@ -1156,9 +1156,11 @@ mod tests {
 
     // The interleavings below are fixed: `#[tokio::test]` runs everything on one thread, and
     // the spawned task stands for the event loop (pushing messages) and the acker (ending a
-    // commit), running only where `gather` waits.
+    // commit), running only where `gather` waits. The clock is paused, so it moves only when
+    // every task waits: the 1 ms limit cannot end a wait early on a loaded machine, which
+    // would hide a broken wake-up.
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn while_a_batch_commits_the_batcher_waits_and_gathers_messages_that_arrive_later() {
         let (tx, mut rx, mut buf) = gather_setup(1);
         let (_stop_tx, mut stop) = watch::channel(false);
@@ -1190,7 +1192,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_batcher_stops_waiting_when_the_commit_finishes() {
         let (tx, mut rx, mut buf) = gather_setup(2);
         let (_stop_tx, mut stop) = watch::channel(false);
@@ -1214,6 +1216,26 @@ mod tests {
         let _tx = feeder.await.expect("feeder");
         assert_eq!(topics(&buf), ["city/e/noise/first0", "city/e/noise/first1"]);
         assert_eq!(rx.queued.messages.load(Ordering::SeqCst), 3);
+    }
+
+    /// A commit that does not end in time (a slow disk) holds the batch back 1 ms at most.
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_that_does_not_finish_holds_the_batcher_back_only_until_the_deadline() {
+        let (_tx, mut rx, mut buf) = gather_setup(1);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let uncommitted = Uncommitted::default();
+        uncommitted.count.store(1, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let gathered = tokio::time::timeout(
+            Duration::from_secs(5),
+            gather(&mut rx, &mut buf, &uncommitted, &mut stop),
+        )
+        .await
+        .expect("gather returns at its deadline while the commit goes on");
+        assert!(matches!(gathered, Gathered::Go));
+        assert_eq!(topics(&buf), ["city/e/noise/first0"]);
+        // The paused clock moved exactly to the deadline, not past it.
+        assert_eq!(started.elapsed(), GATHER_WAIT);
     }
 
     #[tokio::test]
