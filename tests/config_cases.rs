@@ -266,10 +266,10 @@ fn a_kind_with_more_rules_or_metrics_than_16_bit_indices_hold_is_refused() {
         )
     };
 
-    let at_limit = load(kind(1, 65_535));
+    let at_limit = load(kind(65_535, 65_535));
     assert!(
         at_limit.is_ok(),
-        "65,535 rules must load: {:?}",
+        "65,535 metrics and rules must load: {:?}",
         at_limit.err()
     );
 

@@ -546,7 +546,17 @@ fn check_gateway(p: &mut Problems, g: &GatewayConfig) {
     if g.deadman_interval.0.is_zero() {
         p.push("gateway.deadman_interval", "must be longer than 0s");
     }
+    // Each is an OS thread; past what the OS allows, the runtime would fail to start with a
+    // panic instead of a config error.
+    if g.worker_threads > MAX_WORKER_THREADS {
+        p.push(
+            "gateway.worker_threads",
+            format!("must be at most {MAX_WORKER_THREADS} (0 means one per CPU core)"),
+        );
+    }
 }
+
+const MAX_WORKER_THREADS: usize = 1024;
 
 /// A kind as parsed, with the raw names of its pieces so that references to a piece that
 /// failed to parse are not reported a second time.

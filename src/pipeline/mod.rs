@@ -182,7 +182,8 @@ impl SensorState {
         let mut windows = 0;
         for rule in profile.rules.iter() {
             if let ValueSource::Window { .. } = rule.source {
-                // A kind has a handful of metrics and rules, far below u16::MAX.
+                // Config validation caps a kind's metrics and rules at u16::MAX
+                // (`MAX_PER_KIND` in src/config/validate.rs).
                 let m = rule.metric as u16;
                 if !series.iter().any(|s| s.metric() == m) {
                     series.push(Series::new(m, windows as u16));
