@@ -78,9 +78,9 @@ pub struct GatewayConfig {
     pub shutdown_timeout: Dur,
     /// Threads of the async runtime under `citygate run` (sources, pipeline, sinks, HTTP; the
     /// SQLite store has its own; `citygate demo` keeps the default). 0 means one per CPU core,
-    /// or `TOKIO_WORKER_THREADS` when that is set; at most 1024. 1 suits a small machine whose cores are shared with the
-    /// broker: the tasks that hand a batch on then wake each other on the same thread, without
-    /// a context switch. On 2 cores shared with mosquitto and the publisher, 1 cut the
+    /// or `TOKIO_WORKER_THREADS` when that is set; at most 1024. 1 suits a small machine whose
+    /// cores are shared with the broker: the tasks that hand a batch on then wake each other on
+    /// the same thread, without a context switch. On 2 cores shared with mosquitto and the publisher, 1 cut the
     /// gateway's CPU per QoS 1 message by about a tenth (medians of six runs); it also caps the
     /// async work at one core, so it is not the default.
     #[serde(default)]

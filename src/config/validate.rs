@@ -593,6 +593,15 @@ fn catalog(p: &mut Problems, value: Option<Value>) -> BTreeMap<String, ParsedKin
 /// is the gateway's memory at scale), so a kind may not have more of either.
 const MAX_PER_KIND: usize = u16::MAX as usize;
 
+fn check_per_kind(p: &mut Problems, path: &str, what: &str, n: usize) {
+    if n > MAX_PER_KIND {
+        p.push(
+            format!("{path}.{what}"),
+            format!("{n} {what}; a kind may have at most {MAX_PER_KIND}"),
+        );
+    }
+}
+
 fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> {
     let mut map = match value {
         Value::Object(map) => map,
@@ -621,15 +630,7 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
     for (name, m) in &metrics {
         check_metric(p, &format!("{path}.metrics.{name}"), m);
     }
-    if metric_names.len() > MAX_PER_KIND {
-        p.push(
-            format!("{path}.metrics"),
-            format!(
-                "{} metrics; a kind may have at most {MAX_PER_KIND}",
-                metric_names.len()
-            ),
-        );
-    }
+    check_per_kind(p, path, "metrics", metric_names.len());
 
     let mut rules = Vec::new();
     let mut rule_names = BTreeSet::new();
@@ -670,15 +671,7 @@ fn parse_kind(p: &mut Problems, path: &str, value: Value) -> Option<ParsedKind> 
         ),
     }
 
-    if rules.len() > MAX_PER_KIND {
-        p.push(
-            format!("{path}.rules"),
-            format!(
-                "{} rules; a kind may have at most {MAX_PER_KIND}",
-                rules.len()
-            ),
-        );
-    }
+    check_per_kind(p, path, "rules", rules.len());
 
     let profiles: BTreeMap<String, ProfileSpec> = p.table(&format!("{path}.profiles"), profiles_v);
     for (name, profile) in &profiles {

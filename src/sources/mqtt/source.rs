@@ -1148,6 +1148,13 @@ mod tests {
         (tx, rx, buf)
     }
 
+    /// The acker's count with one batch still committing.
+    fn one_commit_pending() -> Arc<Uncommitted> {
+        let uncommitted = Arc::new(Uncommitted::default());
+        uncommitted.count.store(1, Ordering::SeqCst);
+        uncommitted
+    }
+
     fn topics(buf: &[Message]) -> Vec<String> {
         buf.iter()
             .map(|m| m.ack.topic().expect("utf-8").to_string())
@@ -1164,8 +1171,7 @@ mod tests {
     async fn while_a_batch_commits_the_batcher_waits_and_gathers_messages_that_arrive_later() {
         let (tx, mut rx, mut buf) = gather_setup(1);
         let (_stop_tx, mut stop) = watch::channel(false);
-        let uncommitted = Arc::new(Uncommitted::default());
-        uncommitted.count.store(1, Ordering::SeqCst);
+        let uncommitted = one_commit_pending();
         let acker = uncommitted.clone();
         let feeder = tokio::spawn(async move {
             for i in 0..3 {
@@ -1196,8 +1202,7 @@ mod tests {
     async fn the_batcher_stops_waiting_when_the_commit_finishes() {
         let (tx, mut rx, mut buf) = gather_setup(2);
         let (_stop_tx, mut stop) = watch::channel(false);
-        let uncommitted = Arc::new(Uncommitted::default());
-        uncommitted.count.store(1, Ordering::SeqCst);
+        let uncommitted = one_commit_pending();
         let acker = uncommitted.clone();
         let feeder = tokio::spawn(async move {
             acker.count.store(0, Ordering::SeqCst);
@@ -1223,8 +1228,7 @@ mod tests {
     async fn a_commit_that_does_not_finish_holds_the_batcher_back_only_until_the_deadline() {
         let (_tx, mut rx, mut buf) = gather_setup(1);
         let (_stop_tx, mut stop) = watch::channel(false);
-        let uncommitted = Uncommitted::default();
-        uncommitted.count.store(1, Ordering::SeqCst);
+        let uncommitted = one_commit_pending();
         let started = tokio::time::Instant::now();
         let gathered = tokio::time::timeout(
             Duration::from_secs(5),
@@ -1256,8 +1260,7 @@ mod tests {
     async fn a_stop_ends_the_wait_for_more() {
         let (_tx, mut rx, mut buf) = gather_setup(1);
         let (stop_tx, mut stop) = watch::channel(false);
-        let uncommitted = Uncommitted::default();
-        uncommitted.count.store(1, Ordering::SeqCst);
+        let uncommitted = one_commit_pending();
         stop_tx.send(true).expect("stop");
         assert!(matches!(
             gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
