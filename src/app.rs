@@ -120,7 +120,7 @@ enum Command {
 enum Reply {
     None,
     Receipt(oneshot::Sender<Result<Receipt, IngestError>>, Box<Receipt>),
-    Ack(oneshot::Sender<Result<Alert, IngestError>>, Box<Alert>),
+    Ack(oneshot::Sender<Result<Alert, IngestError>>, Arc<Alert>),
 }
 
 enum StoreMsg {
@@ -140,7 +140,29 @@ pub struct Pending(oneshot::Receiver<Result<Receipt, IngestError>>);
 impl Pending {
     /// Waits until the batch's readings and dead letters are committed.
     pub async fn committed(self) -> Result<Receipt, IngestError> {
-        self.0.await.map_err(|_| IngestError::Stopped)?
+        self.await
+    }
+
+    /// A pending commit that a test ends by hand.
+    #[cfg(test)]
+    pub(crate) fn by_hand() -> (oneshot::Sender<Result<Receipt, IngestError>>, Pending) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Pending(rx))
+    }
+}
+
+/// Polled in place (it is `Unpin`), so that a task can keep several in a queue and wait for
+/// the oldest inside its own `select!` (the MQTT event loop acks a batch once it is committed).
+impl std::future::Future for Pending {
+    type Output = Result<Receipt, IngestError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(|_| IngestError::Stopped).and_then(|r| r))
     }
 }
 
@@ -243,6 +265,7 @@ impl Gateway {
         store
             .set_fsync(config.outbox.fsync)
             .context("cannot set the fsync policy")?;
+        store.set_max_dead_letters(config.sqlite.max_dead_letters);
         let sink_names: Vec<&str> = config
             .sinks
             .influxdb
@@ -282,8 +305,9 @@ impl Gateway {
                 outbox.appended(e.meta(seq), Admit::default());
             }
         }
-        // The hub and the board start from what the store holds now, after the restore above.
-        let active = store.active_alerts().context("cannot read active alerts")?;
+        // The hub and the board start from what the store holds now, after the restore above:
+        // the pipeline's active alerts, shared rather than read again as copies.
+        let active = pipeline.shared_active_alerts();
         let head = reader
             .alert_event_head()
             .context("cannot read the alert history")?;
@@ -657,7 +681,7 @@ async fn run_pipeline(
                 }
                 Some(Command::Ack { id, by, comment, reply }) => match pipeline.ack(&id, &by, &comment, now_ms()) {
                     Ok(out) => match out.alerts.first().cloned() {
-                        Some(alert) => StoreMsg::Commit { out: Box::new(out), source: "api".into(), reply: Reply::Ack(reply, Box::new(alert)) },
+                        Some(alert) => StoreMsg::Commit { out: Box::new(out), source: "api".into(), reply: Reply::Ack(reply, alert) },
                         None => continue,
                     },
                     Err(e) => {
@@ -805,30 +829,33 @@ impl StoreThread {
                     Err(_) => break,
                 }
             }
-            let mut merged = Output::default();
+            let mut merged: Option<Box<Output>> = None;
             let mut done = Vec::with_capacity(group.len());
             let mut prune_before = None;
             for msg in group.drain(..) {
                 match msg {
                     StoreMsg::Commit { out, source, reply } => {
-                        merge(&mut merged, &out);
-                        done.push((out, source, reply));
+                        done.push(take_into(&mut merged, out, source, reply));
                     }
                     StoreMsg::Prune { older_than } => prune_before = Some(older_than),
                 }
             }
-            if !done.is_empty() {
+            if let Some(merged) = merged {
                 self.commit_group(&mut store, &merged, done);
                 rejects.add(&merged);
             }
             if let Some(cutoff) = prune_before {
                 match store.prune(cutoff) {
-                    Ok(p) => info!(
-                        readings = p.readings,
-                        dead_letters = p.dead_letters,
-                        alerts = p.alerts,
-                        "retention pruning"
-                    ),
+                    Ok(p) => {
+                        telemetry::record_dead_letters_dropped(p.dead_letters_over_cap);
+                        info!(
+                            readings = p.readings,
+                            dead_letters = p.dead_letters,
+                            dead_letters_over_cap = p.dead_letters_over_cap,
+                            alerts = p.alerts,
+                            "retention pruning"
+                        )
+                    }
                     Err(e) => warn!(error = %error_chain(&e), "retention pruning failed"),
                 }
             }
@@ -844,12 +871,7 @@ impl StoreThread {
         commit_output(store, out, self.raw_max, self.store_readings, entry)
     }
 
-    fn commit_group(
-        &self,
-        store: &mut SqliteStore,
-        merged: &Output,
-        done: Vec<(Box<Output>, CompactString, Reply)>,
-    ) {
+    fn commit_group(&self, store: &mut SqliteStore, merged: &Output, done: Vec<Done>) {
         // The outbox entry is encoded and admitted (waiting while the outbox is full) before
         // the transaction, so a full outbox holds the sources back, not a half-done commit.
         let mut entry = match outbox_entry(&self.outbox, merged) {
@@ -890,15 +912,22 @@ impl StoreThread {
                 if let (Some(e), Some(seq)) = (&entry, stats.outbox_seq) {
                     self.outbox.appended(e.meta(seq), admit);
                 }
+                telemetry::record_dead_letters_dropped(stats.dead_letters_dropped);
                 // New sensors first, so that the events' tags are there for the outputs.
                 self.board.apply(merged);
-                if let Some(last) = stats.last_event_seq {
-                    self.hub.publish(last, &merged.events);
-                }
-                for (out, source, reply) in done {
-                    telemetry::record_committed(&source, &out.stats, &out.events);
+                self.hub
+                    .publish(&merged.alerts, stats.last_event_seq, &merged.events);
+                for Done {
+                    stats,
+                    events,
+                    source,
+                    reply,
+                } in done
+                {
+                    let events = &merged.events[events];
+                    telemetry::record_committed(&source, &stats, events);
                     if self.console {
-                        print_events(&out.events, self.tz);
+                        print_events(events, self.tz);
                     }
                     match reply {
                         Reply::None => {}
@@ -906,7 +935,7 @@ impl StoreThread {
                             let _ = tx.send(Ok(*receipt));
                         }
                         Reply::Ack(tx, alert) => {
-                            let _ = tx.send(Ok(*alert));
+                            let _ = tx.send(Ok(Arc::unwrap_or_clone(alert)));
                         }
                     }
                 }
@@ -914,7 +943,7 @@ impl StoreThread {
             Err(e) => {
                 let msg = error_chain(&e);
                 error!(error = %msg, readings = merged.accepted.len(), "store commit failed; the sources are told");
-                for (_, _, reply) in done {
+                for Done { reply, .. } in done {
                     match reply {
                         Reply::None => {}
                         Reply::Receipt(tx, _) => {
@@ -930,12 +959,46 @@ impl StoreThread {
     }
 }
 
-fn merge(into: &mut Output, out: &Output) {
-    into.accepted.extend_from_slice(&out.accepted);
-    into.dead_letters.extend_from_slice(&out.dead_letters);
-    into.events.extend_from_slice(&out.events);
-    into.alerts.extend_from_slice(&out.alerts);
-    into.new_sensors.extend_from_slice(&out.new_sensors);
+/// What is left of one output once it is part of its group's commit: what its source is
+/// told, and its alert events as a range of the group's.
+struct Done {
+    stats: crate::pipeline::Stats,
+    events: std::ops::Range<usize>,
+    source: CompactString,
+    reply: Reply,
+}
+
+/// Moves an output into its group's merged output (a lone output, the usual case, becomes
+/// it as it is: its readings are not copied).
+fn take_into(
+    merged: &mut Option<Box<Output>>,
+    mut out: Box<Output>,
+    source: CompactString,
+    reply: Reply,
+) -> Done {
+    let stats = std::mem::take(&mut out.stats);
+    let events = match merged {
+        None => {
+            let events = 0..out.events.len();
+            *merged = Some(out);
+            events
+        }
+        Some(into) => {
+            let start = into.events.len();
+            into.accepted.append(&mut out.accepted);
+            into.dead_letters.append(&mut out.dead_letters);
+            into.events.append(&mut out.events);
+            into.alerts.append(&mut out.alerts);
+            into.new_sensors.append(&mut out.new_sensors);
+            start..into.events.len()
+        }
+    };
+    Done {
+        stats,
+        events,
+        source,
+        reply,
+    }
 }
 
 /// Registry tags (sorted pairs) as a reading's tags; `None` when there are none.
@@ -1004,4 +1067,104 @@ pub fn format_event(e: &AlertEvent, tz: chrono_tz::Tz, color: bool) -> String {
         format!("{}/{}", e.alert.kind, e.alert.rule),
         e.alert.message
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Alert, AlertEventKind, AlertState, Reading, Severity};
+
+    fn event(id: &str) -> AlertEvent {
+        AlertEvent {
+            event: AlertEventKind::Raised,
+            at: 1_000,
+            alert: Alert {
+                id: id.into(),
+                rule: "level high".into(),
+                sensor: "wl-1".into(),
+                kind: "water_level".into(),
+                metric: "level".into(),
+                severity: Severity::Major,
+                state: AlertState::Active,
+                value: 5.0,
+                threshold: 4.0,
+                peak: 5.0,
+                count: 1,
+                started_at: 1_000,
+                updated_at: 1_000,
+                resolved_at: None,
+                ack: None,
+                message: String::new(),
+            },
+        }
+    }
+
+    fn output(sensor: &str, readings: usize, events: &[&str]) -> Box<Output> {
+        let mut out = Output::default();
+        for i in 0..readings {
+            out.accepted.push(Reading::new(
+                sensor,
+                "water_level",
+                "level",
+                i as f64,
+                1_000,
+            ));
+        }
+        out.events = events.iter().map(|id| event(id)).collect();
+        out.stats.accepted = readings as u64;
+        out.stats.received = readings as u64 + 1;
+        Box::new(out)
+    }
+
+    fn sensors(out: &Output) -> Vec<String> {
+        out.accepted.iter().map(|r| r.sensor.to_string()).collect()
+    }
+
+    #[test]
+    fn a_group_is_merged_in_order_and_each_output_keeps_its_stats_and_events() {
+        let mut merged = None;
+        let a = take_into(
+            &mut merged,
+            output("a", 2, &["a1"]),
+            "s1".into(),
+            Reply::None,
+        );
+        let b = take_into(&mut merged, output("b", 1, &[]), "s2".into(), Reply::None);
+        let c = take_into(
+            &mut merged,
+            output("c", 3, &["c1", "c2"]),
+            "s1".into(),
+            Reply::None,
+        );
+        let merged = merged.expect("merged");
+        assert_eq!(sensors(&merged), ["a", "a", "b", "c", "c", "c"]);
+        let ids = |d: &Done| -> Vec<String> {
+            merged.events[d.events.clone()]
+                .iter()
+                .map(|e| e.alert.id.clone())
+                .collect()
+        };
+        assert_eq!(ids(&a), ["a1"]);
+        assert!(ids(&b).is_empty());
+        assert_eq!(ids(&c), ["c1", "c2"]);
+        assert_eq!(
+            [a.stats.accepted, b.stats.accepted, c.stats.accepted],
+            [2, 1, 3]
+        );
+        assert_eq!(c.stats.received, 4);
+        assert_eq!((a.source.as_str(), b.source.as_str()), ("s1", "s2"));
+    }
+
+    #[test]
+    fn a_lone_output_becomes_the_merged_one_without_a_copy() {
+        let out = output("a", 3, &["a1"]);
+        let readings_at = out.accepted.as_ptr();
+        let mut merged = None;
+        let done = take_into(&mut merged, out, "s".into(), Reply::None);
+        let merged = merged.expect("merged");
+        assert_eq!(merged.accepted.as_ptr(), readings_at);
+        assert_eq!(sensors(&merged), ["a", "a", "a"]);
+        assert_eq!(done.events, 0..1);
+        assert_eq!(done.stats.accepted, 3);
+    }
 }

@@ -7,13 +7,14 @@
 //! false` too, where the store has no readings to ask for.
 
 use std::collections::BTreeMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::alerts::message::TagMap;
+use crate::id_map::{IdMap, Keyed};
 use crate::model::{Alert, AlertState, Quality, Severity, Tags, TimestampMs};
 use crate::pipeline::Output;
 use crate::pipeline::{DEVICE_RULE, OFFLINE_RULE};
@@ -61,13 +62,6 @@ struct Latest {
     quality: Quality,
 }
 
-#[derive(Clone, Debug)]
-struct ActiveRef {
-    id: String,
-    rule: CompactString,
-    severity: Severity,
-}
-
 /// A kind or metric name, kept once in the board's [`Names`].
 type NameId = u32;
 
@@ -102,21 +96,24 @@ impl Names {
     }
 }
 
-/// One sensor. Kept small (one per sensor, in a hash table with its slack): names are ids,
-/// the lists boxed slices, and `last_seen` an `i64` beside a flag rather than an `Option`.
+/// One sensor. Kept small (one per sensor): names are ids, the lists boxed slices, and
+/// `last_seen` an `i64` beside a flag rather than an `Option`.
 #[derive(Clone, Debug)]
 struct Entry {
+    id: CompactString,
     tags: Option<Tags>,
     latest: Box<[Latest]>,
-    active: Box<[ActiveRef]>,
+    /// Its active alerts: the alert hub's and the pipeline's own copies, shared.
+    active: Box<[Arc<Alert>]>,
     last_seen: TimestampMs,
     kind: NameId,
     seen: bool,
 }
 
 impl Entry {
-    fn new(kind: NameId) -> Entry {
+    fn new(id: CompactString, kind: NameId) -> Entry {
         Entry {
+            id,
             tags: None,
             latest: Box::default(),
             active: Box::default(),
@@ -157,15 +154,20 @@ impl Entry {
         tag(self.tags.as_ref(), "district")
     }
 
-    fn set_alert(&mut self, a: &Alert) {
+    fn set_alert(&mut self, a: &Arc<Alert>) {
+        // An update (the usual case) replaces the alert in place, without a new slice.
+        if let Some(held) = self.active.iter_mut().find(|r| r.id == a.id) {
+            if a.state == AlertState::Active {
+                *held = a.clone();
+                return;
+            }
+        } else if a.state != AlertState::Active {
+            return;
+        }
         let mut active = std::mem::take(&mut self.active).into_vec();
         active.retain(|r| r.id != a.id);
         if a.state == AlertState::Active {
-            active.push(ActiveRef {
-                id: a.id.clone(),
-                rule: a.rule.clone(),
-                severity: a.severity,
-            });
+            active.push(a.clone());
         }
         self.active = active.into_boxed_slice();
     }
@@ -265,8 +267,17 @@ pub struct Group {
 
 #[derive(Default)]
 struct Inner {
-    sensors: FxHashMap<CompactString, Entry>,
+    sensors: Sensors,
     names: Names,
+}
+
+/// The sensors' entries, by id.
+type Sensors = IdMap<Entry>;
+
+impl Keyed for Entry {
+    fn key(&self) -> &str {
+        &self.id
+    }
 }
 
 #[derive(Default)]
@@ -300,7 +311,7 @@ impl SensorBoard {
         let mut inner = self.write();
         let Inner { sensors, names } = &mut *inner;
         let kind = names.id(kind);
-        let e = sensors.entry(id.into()).or_insert_with(|| Entry::new(kind));
+        let e = sensors.entry(id, || Entry::new(id.into(), kind));
         e.kind = kind;
         if tags.is_some() {
             e.tags = tags;
@@ -309,7 +320,7 @@ impl SensorBoard {
     }
 
     /// Active alerts restored at startup.
-    pub fn add_alerts(&self, alerts: &[Alert]) {
+    pub fn add_alerts(&self, alerts: &[Arc<Alert>]) {
         let mut inner = self.write();
         for a in alerts {
             if let Some(e) = inner.sensors.get_mut(a.sensor.as_str()) {
@@ -327,9 +338,7 @@ impl SensorBoard {
         let Inner { sensors, names } = &mut *inner;
         for s in &out.new_sensors {
             let kind = names.id(&s.kind);
-            let e = sensors
-                .entry(s.id.clone())
-                .or_insert_with(|| Entry::new(kind));
+            let e = sensors.entry(&s.id, || Entry::new(s.id.clone(), kind));
             e.kind = kind;
             if s.tags.is_some() {
                 e.tags = s.tags.clone();
@@ -381,8 +390,8 @@ impl SensorBoard {
         self.read()
             .sensors
             .iter()
-            .filter(|(_, e)| e.district() == Some(district))
-            .map(|(id, _)| id.to_string())
+            .filter(|e| e.district() == Some(district))
+            .map(|e| e.id.to_string())
             .collect()
     }
 
@@ -394,8 +403,8 @@ impl SensorBoard {
     /// Runs `f` on one sensor's view.
     pub fn with_sensor<T>(&self, id: &str, f: impl FnOnce(&SensorView<'_>) -> T) -> Option<T> {
         let inner = self.read();
-        let (id, e) = inner.sensors.get_key_value(id)?;
-        Some(f(&view(id, e, &inner.names)))
+        let e = inner.sensors.get(id)?;
+        Some(f(&view(&e.id, e, &inner.names)))
     }
 
     /// One page of the matching sensors, ordered by kind, district and id, with the number
@@ -409,24 +418,24 @@ impl SensorBoard {
     ) -> T {
         let inner = self.read();
         let names = &inner.names;
-        let mut hits: Vec<(&CompactString, &Entry)> = inner
+        let mut hits: Vec<&Entry> = inner
             .sensors
             .iter()
-            .filter(|(id, e)| filter.matches(id, e, names))
+            .filter(|e| filter.matches(&e.id, e, names))
             .collect();
         let total = hits.len();
-        hits.sort_unstable_by(|(a_id, a), (b_id, b)| {
-            (names.get(a.kind), a.district(), a_id.as_str()).cmp(&(
+        hits.sort_unstable_by(|a, b| {
+            (names.get(a.kind), a.district(), a.id.as_str()).cmp(&(
                 names.get(b.kind),
                 b.district(),
-                b_id.as_str(),
+                b.id.as_str(),
             ))
         });
         let views: Vec<SensorView<'_>> = hits
             .into_iter()
             .skip(offset)
             .take(limit)
-            .map(|(id, e)| view(id, e, names))
+            .map(|e| view(&e.id, e, names))
             .collect();
         f(total, &views)
     }
@@ -435,7 +444,7 @@ impl SensorBoard {
     pub fn summary(&self) -> Vec<Group> {
         let inner = self.read();
         let mut groups: BTreeMap<(&str, Option<&str>), Group> = BTreeMap::new();
-        for e in inner.sensors.values() {
+        for e in inner.sensors.iter() {
             let kind = inner.names.get(e.kind);
             let g = groups.entry((kind, e.district())).or_insert_with(|| Group {
                 kind: kind.to_string(),
@@ -543,13 +552,13 @@ mod tests {
 
         let warn = alert("wl-1", "level_high", Severity::Major, AlertState::Active);
         board.apply(&Output {
-            alerts: vec![warn.clone()],
+            alerts: vec![Arc::new(warn.clone())],
             ..Default::default()
         });
         assert_eq!(status_of(&board, "wl-1"), Status::Alerting);
         let offline = alert("wl-1", OFFLINE_RULE, Severity::Info, AlertState::Active);
         board.apply(&Output {
-            alerts: vec![offline.clone()],
+            alerts: vec![Arc::new(offline.clone())],
             ..Default::default()
         });
         assert_eq!(status_of(&board, "wl-1"), Status::Offline);
@@ -563,7 +572,7 @@ mod tests {
         let mut cleared2 = warn;
         cleared2.state = AlertState::Resolved;
         board.apply(&Output {
-            alerts: vec![cleared, cleared2],
+            alerts: vec![Arc::new(cleared), Arc::new(cleared2)],
             ..Default::default()
         });
         assert_eq!(status_of(&board, "wl-1"), Status::Suspect);
@@ -580,7 +589,12 @@ mod tests {
         ] {
             board.add_sensor(id, kind, tags(district), None);
         }
-        board.add_alerts(&[alert("c", "r", Severity::Warning, AlertState::Active)]);
+        board.add_alerts(&[Arc::new(alert(
+            "c",
+            "r",
+            Severity::Warning,
+            AlertState::Active,
+        ))]);
         let ids = board.page(&SensorFilter::default(), 1, 2, |total, page| {
             assert_eq!(total, 4);
             page.iter().map(|v| v.id.to_string()).collect::<Vec<_>>()
@@ -703,7 +717,70 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn entries_stay_small() {
-        assert_eq!(std::mem::size_of::<Entry>(), 64);
+        assert_eq!(std::mem::size_of::<Entry>(), 88);
         assert_eq!(std::mem::size_of::<Latest>(), 24);
+    }
+
+    /// Sensors past several chunks are each found by id with their own kind, values and
+    /// alerts, whether they came from the config or from readings, and an unknown id is not.
+    #[test]
+    fn sensors_across_chunks_are_found_by_id() {
+        let board = SensorBoard::new();
+        const CHUNK: usize = 1024; // the id map's
+        let n = 2 * CHUNK + 7;
+        for i in (0..n).step_by(2) {
+            board.add_sensor(&format!("wl-{i}"), "water_level", tags("x"), None);
+        }
+        let mut out = Output::default();
+        for i in 0..n {
+            let id = format!("wl-{i}");
+            if i % 2 == 1 {
+                out.new_sensors.push(NewSensor {
+                    id: id.as_str().into(),
+                    kind: "rainfall".into(),
+                    tags: None,
+                    first_seen: 1,
+                });
+            }
+            out.accepted
+                .push(Reading::new(&id, "water_level", "level", i as f64, 5));
+        }
+        out.alerts.push(Arc::new(alert(
+            "wl-2000",
+            "level_high",
+            Severity::Major,
+            AlertState::Active,
+        )));
+        board.apply(&out);
+        for i in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, n - 1] {
+            let id = format!("wl-{i}");
+            let (kind, level, alerts) = board
+                .with_sensor(&id, |v| {
+                    (v.kind.to_string(), v.latest["level"].value, v.active_alerts)
+                })
+                .expect("known sensor");
+            let want = if i % 2 == 0 {
+                "water_level"
+            } else {
+                "rainfall"
+            };
+            assert_eq!((kind.as_str(), level, alerts), (want, i as f64, 0), "{id}");
+        }
+        assert_eq!(
+            board.with_sensor("wl-2000", |v| v.status),
+            Some(Status::Alerting)
+        );
+        assert_eq!(
+            board
+                .with_sensor("wl-2000", |v| v.id.to_string())
+                .as_deref(),
+            Some("wl-2000")
+        );
+        assert!(board.with_sensor(&format!("wl-{n}"), |_| ()).is_none());
+        assert_eq!(
+            board.page(&SensorFilter::default(), 0, 0, |total, _| total),
+            n
+        );
+        assert_eq!(board.in_district("x").len(), n.div_ceil(2));
     }
 }

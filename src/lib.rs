@@ -33,6 +33,7 @@ pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod id_map;
 pub mod limits;
 pub mod model;
 pub mod outbox;

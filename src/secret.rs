@@ -54,6 +54,24 @@ pub enum SecretError {
     FileEmpty { path: PathBuf },
 }
 
+/// A variable name as environments set them: letters, digits and `_` (shells), and `.` and
+/// `-` (which Kubernetes, systemd and `env` allow too).
+fn is_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A name shown in errors: upper case, digits and `_`, not starting with a digit.
+fn is_conventional_var_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// Where config says a secret is: `<name>_env` and/or `<name>_file`.
 #[derive(Clone, Copy, Debug)]
 pub struct SecretSource<'a> {
@@ -77,11 +95,12 @@ impl SecretSource<'_> {
                 name: self.name.to_string(),
             }),
             (Some(var), None) => match std::env::var(var) {
+                // Set, so a real variable's name: shown as it is.
                 Ok(v) if v.is_empty() => Err(SecretError::EnvEmpty { var: var.into() }),
                 Ok(v) => Ok(Some(Secret(v))),
-                Err(std::env::VarError::NotPresent) => {
-                    Err(SecretError::EnvNotSet { var: var.into() })
-                }
+                Err(std::env::VarError::NotPresent) => Err(SecretError::EnvNotSet {
+                    var: self.shown_var(var),
+                }),
                 Err(std::env::VarError::NotUnicode(_)) => {
                     Err(SecretError::EnvNotUnicode { var: var.into() })
                 }
@@ -118,12 +137,42 @@ impl SecretSource<'_> {
                 "must name an environment variable".into(),
             ));
         }
+        problems.extend(self.misnamed());
         problems.extend(self.unreadable());
         problems
     }
 
+    /// `<name>_env` set to something no environment would name a variable (spaces, `=`,
+    /// quotes, `!@#$%`...): most likely the secret itself, written where its variable's name
+    /// belongs. The message does not repeat it.
+    fn misnamed(&self) -> Option<(String, String)> {
+        self.env.filter(|v| !v.is_empty() && !is_var_name(v))?;
+        Some((
+            format!("{}_env", self.name),
+            format!(
+                "must be the name of an environment variable (letters, digits, _, . and -), \
+                 not the {} itself; the value is not shown",
+                self.name
+            ),
+        ))
+    }
+
+    /// The name of a variable that is not set, for an error message, unless it could be the
+    /// secret: names are conventionally upper case (`CITYGATE_MQTT_PASSWORD`), and a value
+    /// with lower-case letters or other characters is described by its key instead.
+    fn shown_var(&self, var: &str) -> String {
+        if is_conventional_var_name(var) {
+            var.to_string()
+        } else {
+            format!(
+                "named in {}_env (name not shown: it may be the secret)",
+                self.name
+            )
+        }
+    }
+
     /// Both `<name>_env` and `<name>_file` set.
-    pub fn conflict(&self) -> Option<(String, String)> {
+    fn conflict(&self) -> Option<(String, String)> {
         (self.env.is_some() && self.file.is_some()).then(|| {
             (
                 format!("{}_file", self.name),
@@ -133,7 +182,7 @@ impl SecretSource<'_> {
     }
 
     /// `<name>_file` set but not readable.
-    pub fn unreadable(&self) -> Option<(String, String)> {
+    fn unreadable(&self) -> Option<(String, String)> {
         let path = self.file?;
         let e = std::fs::File::open(path).err()?;
         Some((
@@ -195,7 +244,7 @@ mod tests {
             from_file(&empty).read().expect_err("empty").to_string(),
             format!("{} is empty", empty.display())
         );
-        let var = "CITYGATE_TEST_SECRET_SURELY_UNSET_7f3a";
+        let var = "CITYGATE_TEST_SECRET_SURELY_UNSET_7F3A";
         let unset = SecretSource {
             name: "token",
             env: Some(var),
@@ -228,6 +277,63 @@ mod tests {
                 "set password_env or password_file, not both".to_string()
             )]
         );
+    }
+
+    #[test]
+    fn a_secret_written_as_the_variable_name_is_never_repeated() {
+        // The password itself in password_env: not a variable name, a config problem.
+        let pasted = SecretSource {
+            name: "password",
+            env: Some("s3cr3t!pa55-word"),
+            file: None,
+        };
+        let problems = pasted.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "password_env");
+        assert!(
+            problems[0].1.contains("not the password itself"),
+            "{problems:?}"
+        );
+        let err = pasted.read().expect_err("unset").to_string();
+        assert_eq!(
+            err,
+            "environment variable named in password_env (name not shown: it may be the secret) is not set"
+        );
+        assert!(!format!("{problems:?} {err}").contains("s3cr3t"));
+
+        // A legal name, but in mixed case as passwords are: legal, so no config problem,
+        // and still not shown when it is not set.
+        let mixed = SecretSource {
+            name: "token",
+            env: Some("Hunter2Tr0ub4dor_7f3a"),
+            file: None,
+        };
+        assert!(mixed.problems().is_empty());
+        let err = mixed.read().expect_err("unset").to_string();
+        assert!(!err.contains("Hunter2"), "{err}");
+        assert!(err.contains("token_env"), "{err}");
+
+        // A conventional name is shown, so the operator knows which variable to set.
+        for ok in ["CITYGATE_MQTT_PASSWORD_7F3A_UNSET", "_PW2"] {
+            let named = SecretSource {
+                name: "password",
+                env: Some(ok),
+                file: None,
+            };
+            assert!(named.problems().is_empty(), "{ok}");
+            assert_eq!(
+                named.read().expect_err("unset").to_string(),
+                format!("environment variable {ok} is not set")
+            );
+        }
+        for legal in ["a_b9", "mqtt.password", "MQTT-PW", "9LIVES"] {
+            assert!(is_var_name(legal), "{legal}");
+        }
+        assert!(!is_conventional_var_name("9LIVES"));
+        assert!(!is_conventional_var_name("mqtt_pw"));
+        for pasted in ["pa ss", "a=b", "\"x\"", "p@ss", "x!"] {
+            assert!(!is_var_name(pasted), "{pasted}");
+        }
     }
 
     #[test]

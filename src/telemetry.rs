@@ -95,6 +95,13 @@ pub fn record_commit_latency(seconds: f64, ok: bool) {
     }
 }
 
+/// Counts the oldest dead letters deleted to stay within `sqlite.max_dead_letters`.
+pub fn record_dead_letters_dropped(n: usize) {
+    if n > 0 {
+        counter!("citygate_dead_letters_dropped_total").increment(n as u64);
+    }
+}
+
 /// Counts an HTTP request turned away by a limit (`rate_limited`, `body_too_large`,
 /// `too_many_sse_clients`).
 pub fn record_http_rejected(reason: &'static str) {

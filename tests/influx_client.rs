@@ -576,10 +576,10 @@ async fn neither_debug_nor_any_message_shows_the_token() {
         "{err}"
     );
     cfg.token_file = None;
-    cfg.token_env = Some("CITYGATE_TEST_INFLUX_TOKEN_UNSET_91c2".into());
+    cfg.token_env = Some("CITYGATE_TEST_INFLUX_TOKEN_UNSET_91C2".into());
     let err = InfluxClient::new(&cfg).expect_err("unset env");
     assert_eq!(
         err.to_string(),
-        "token: environment variable CITYGATE_TEST_INFLUX_TOKEN_UNSET_91c2 is not set"
+        "token: environment variable CITYGATE_TEST_INFLUX_TOKEN_UNSET_91C2 is not set"
     );
 }

@@ -570,3 +570,55 @@ async fn connections_over_max_connections_get_a_503_and_a_freed_slot_is_reused()
     }
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_past_max_dead_letters_lose_the_oldest_and_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start(dir.path(), "[sqlite]\nmax_dead_letters = 50\n").await;
+    let api = gw.api();
+
+    // 200 out-of-range levels (the plausible range is -10..100 m), in four requests.
+    let base = now_ms() - 3_600_000;
+    for request in 0..4 {
+        let body: String = (0..50)
+            .map(|i| {
+                let ts = base + (request * 50 + i) * 1000;
+                format!("water_level,sensor=wl-bad level=500 {}\n", ts * 1_000_000)
+            })
+            .collect();
+        let (status, receipt) = api.post("/api/v1/ingest", "text/plain", body).await;
+        assert_eq!(status, 200, "{receipt}");
+        assert_eq!(receipt["rejected"].as_u64(), Some(50), "{receipt}");
+    }
+    // and good input still goes in
+    let (status, receipt) = api
+        .post("/api/v1/ingest", "application/json", level_body("wl-ok", 0))
+        .await;
+    assert_eq!(receipt["accepted"].as_u64(), Some(1), "{status} {receipt}");
+
+    // The 50 newest are kept: the last 50 readings' timestamps.
+    let sql = "SELECT count(*) FROM dead_letters WHERE reason = 'out_of_range' \
+               AND ts >= (SELECT max(ts) FROM dead_letters) - 49000";
+    assert_eq!(count(&gw.db, sql), 50);
+    assert_eq!(count(&gw.db, "SELECT count(*) FROM dead_letters"), 50);
+    assert_eq!(
+        count(&gw.db, "SELECT max(ts) FROM dead_letters"),
+        base + 199_000
+    );
+    assert_eq!(
+        count(
+            &gw.db,
+            "SELECT count(*) FROM readings WHERE sensor = 'wl-ok'"
+        ),
+        1
+    );
+    let m = metrics(&api).await;
+    assert_eq!(m.sum("citygate_dead_letters_dropped_total", &[]), 150.0);
+    assert_eq!(
+        m.sum(
+            "citygate_readings_rejected_total",
+            &[("reason", "out_of_range")]
+        ),
+        200.0
+    );
+}

@@ -346,3 +346,30 @@ fn check_config_warns_about_open_listeners_without_auth() {
     let out = check_config(&[]);
     assert!(!out.contains("warning"), "{out}");
 }
+
+#[test]
+fn a_secret_pasted_where_its_variable_name_belongs_is_a_config_error_that_does_not_repeat_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("pasted.toml");
+    std::fs::write(
+        &conf,
+        "[[mqtt]]\nname = \"field\"\nurl = \"mqtt://127.0.0.1:1883\"\nusername = \"gw\"\npassword_env = \"p@ss w0rd!Zq9\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_citygate"))
+        .arg("check-config")
+        .args(["-c".as_ref(), conf.as_os_str()])
+        .output()
+        .expect("check-config runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("mqtt[0].password_env: must be the name of an environment variable"),
+        "{text}"
+    );
+    assert!(!text.contains("w0rd"), "{text}");
+}

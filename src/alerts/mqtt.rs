@@ -778,13 +778,7 @@ impl Connection {
         // The snapshot of the last connect decides, and the hub's set now as well: a broker
         // that looks up retained messages after the SUBSCRIBE (rumqttd) can send back one
         // this connection published for an alert raised since.
-        let active_now = || {
-            self.common
-                .hub
-                .active()
-                .iter()
-                .any(|a| topic_level(&a.id) == level)
-        };
+        let active_now = || self.common.hub.any_active(|a| topic_level(&a.id) == level);
         if !self.active_levels.contains(level) && !active_now() {
             info!(
                 output = MQTT_OUTPUT,

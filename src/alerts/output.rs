@@ -697,7 +697,7 @@ mod tests {
             .collect();
         store
             .commit(&Commit {
-                alerts: &alerts,
+                alerts: &alerts.iter().cloned().map(Arc::new).collect::<Vec<_>>(),
                 events: &events,
                 raw_max: 64,
                 ..Commit::default()

@@ -211,6 +211,11 @@ pub struct SqliteConfig {
     pub prune_interval: Dur,
     /// Raw payloads kept with dead letters are cut to this many bytes.
     pub dead_letter_raw_max: usize,
+    /// Most dead letters kept. Past it the oldest are deleted as new ones are written (and at
+    /// each prune), and counted in `citygate_dead_letters_dropped_total`: a flood of bad
+    /// input cannot fill the disk before `retention` ages it out. 0 keeps them all until
+    /// `retention`.
+    pub max_dead_letters: u64,
     /// Write readings to SQLite. Off, readings are validated and drive rules but are not
     /// stored (a null sink, for benchmarks); alerts and dead letters are still stored.
     pub store_readings: bool,

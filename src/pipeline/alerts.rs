@@ -2,6 +2,8 @@
 //! de-escalated, updated by repeated breaches, resolved, acknowledged. Every transition is an
 //! [`AlertEvent`]; plain updates only change the stored state.
 
+use std::sync::Arc;
+
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 
@@ -44,7 +46,10 @@ pub(super) struct AlertRef {
 }
 
 pub(super) struct ActiveAlert {
-    pub alert: Box<Alert>,
+    /// Shared with the outputs that carried it to the store thread, the alert hub and the
+    /// board: one copy of each active alert for all of them. An update copies it first
+    /// (`Arc::make_mut`) only while someone else still holds the old state.
+    pub alert: Arc<Alert>,
     /// Changed since it was last put in an output.
     pub dirty: bool,
     /// Which way the value breached, for the peak.
@@ -54,7 +59,7 @@ pub(super) struct ActiveAlert {
 impl ActiveAlert {
     pub fn restored(alert: Alert, direction: Direction) -> ActiveAlert {
         ActiveAlert {
-            alert: Box::new(alert),
+            alert: Arc::new(alert),
             dirty: false,
             direction,
         }
@@ -168,7 +173,7 @@ impl SensorAlerts {
 
 /// The mutable surroundings of a transition.
 pub(super) struct Ctx<'a> {
-    pub index: &'a mut FxHashMap<String, AlertRef>,
+    pub index: &'a mut FxHashMap<CompactString, AlertRef>,
     pub dirty: &'a mut Vec<AlertRef>,
     pub seq: &'a mut u64,
     pub out: &'a mut Output,
@@ -400,9 +405,9 @@ fn drive(
                 at: ts,
                 alert: alert.clone(),
             });
-            ctx.index.insert(alert.id.clone(), here());
+            ctx.index.insert(alert.id.as_str().into(), here());
             let mut active = ActiveAlert {
-                alert: Box::new(alert),
+                alert: Arc::new(alert),
                 dirty: false,
                 direction: dir,
             };
@@ -411,7 +416,7 @@ fn drive(
         }
         (Some(a), Some((sev, threshold, dir))) => {
             let v = info.value;
-            let al = &mut a.alert;
+            let al = Arc::make_mut(&mut a.alert);
             al.value = v;
             al.count += 1;
             al.updated_at = al.updated_at.max(ts);
@@ -437,24 +442,24 @@ fn drive(
                 ctx.out.events.push(AlertEvent {
                     event,
                     at: ts,
-                    alert: (**al).clone(),
+                    alert: al.clone(),
                 });
             }
             mark_dirty(a, here(), ctx);
         }
         (Some(_), None) => {
             let Some(a) = slot.take() else { return };
-            let mut alert = *a.alert;
+            let mut alert = Arc::unwrap_or_clone(a.alert);
             alert.state = AlertState::Resolved;
             alert.resolved_at = Some(ts);
             alert.updated_at = alert.updated_at.max(ts);
-            ctx.index.remove(&alert.id);
+            ctx.index.remove(alert.id.as_str());
             ctx.out.events.push(AlertEvent {
                 event: AlertEventKind::Resolved,
                 at: ts,
                 alert: alert.clone(),
             });
-            ctx.out.alerts.push(alert);
+            ctx.out.alerts.push(Arc::new(alert));
         }
     }
 }
@@ -629,7 +634,7 @@ pub(super) fn acknowledge(
     now: i64,
     out: &mut Output,
 ) {
-    a.alert.ack = Some(Ack {
+    Arc::make_mut(&mut a.alert).ack = Some(Ack {
         by: by.to_string(),
         at: now,
         comment: comment.to_string(),
@@ -639,7 +644,18 @@ pub(super) fn acknowledge(
         at: now,
         alert: (*a.alert).clone(),
     });
-    out.alerts.push((*a.alert).clone());
+    out.alerts.push(a.alert.clone());
+}
+
+impl super::Pipeline {
+    /// The active alerts themselves (not copies), in no particular order: for the alert hub
+    /// and the board to start from, so that each active alert is kept once.
+    pub fn shared_active_alerts(&self) -> Vec<Arc<Alert>> {
+        self.sensors
+            .iter()
+            .flat_map(|s| s.alerts.iter().map(|a| a.alert.clone()))
+            .collect()
+    }
 }
 
 /// Where a stored active alert belongs in a sensor's state.
@@ -676,5 +692,5 @@ pub(super) fn resolve_orphan(mut alert: Alert, now: i64, out: &mut Output) {
         at: now,
         alert: alert.clone(),
     });
-    out.alerts.push(alert);
+    out.alerts.push(Arc::new(alert));
 }

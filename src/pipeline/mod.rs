@@ -23,6 +23,7 @@ use rustc_hash::FxHashMap;
 use crate::catalog::spec::Aggregate;
 use crate::catalog::{Catalog, Rule, SensorProfile, ValueSource};
 use crate::config::{Config, SuspectPolicy, UnknownPolicy};
+use crate::id_map::{IdMap, Keyed};
 use crate::limits::{Rate, TokenBucket};
 use crate::model::{
     Alert, AlertState, Batch, DeadLetter, DeviceHealth, Reading, Tags, TimestampMs,
@@ -112,8 +113,9 @@ pub struct Output {
     pub accepted: Vec<Reading>,
     pub dead_letters: Vec<DeadLetter>,
     pub events: Vec<crate::model::AlertEvent>,
-    /// Alerts whose stored state changed (raised, updated, escalated, resolved, acked).
-    pub alerts: Vec<Alert>,
+    /// Alerts whose stored state changed (raised, updated, escalated, resolved, acked),
+    /// shared with the pipeline's own state.
+    pub alerts: Vec<Arc<Alert>>,
     pub new_sensors: Vec<NewSensor>,
     pub stats: Stats,
 }
@@ -153,6 +155,8 @@ pub(super) struct RuleState<'a> {
 }
 
 struct SensorState {
+    /// Its id: the sensors' map finds a state by the id it holds ([`IdMap`]).
+    id: CompactString,
     profile: Arc<SensorProfile>,
     /// When (gateway time) the last accepted reading arrived: the deadman's clock. Arrival,
     /// not reading time, so that a device with a slow clock or a logger uploading an hour of
@@ -176,17 +180,29 @@ struct SensorState {
     bucket: Option<TokenBucket>,
 }
 
+impl Keyed for SensorState {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
 impl SensorState {
-    fn new(profile: Arc<SensorProfile>, now: TimestampMs) -> Self {
+    fn new(id: CompactString, profile: Arc<SensorProfile>, now: TimestampMs) -> Self {
+        let mut metrics: Box<[MetricState]> = (0..profile.metrics.len())
+            .map(|_| MetricState::default())
+            .collect();
         let mut series: Vec<Series> = Vec::new();
         let mut windows = 0;
         for rule in profile.rules.iter() {
             if let ValueSource::Window { .. } = rule.source {
-                // Config validation caps a kind's metrics and rules at u16::MAX
-                // (`MAX_PER_KIND` in src/config/validate.rs).
-                let m = rule.metric as u16;
-                if !series.iter().any(|s| s.metric() == m) {
-                    series.push(Series::new(m, windows as u16));
+                let Some(metric) = metrics.get_mut(rule.metric) else {
+                    continue;
+                };
+                if metric.series().is_none() {
+                    // Config validation caps a kind's metrics and rules at u16::MAX
+                    // (`MAX_PER_KIND` in src/config/validate.rs).
+                    metric.set_series(series.len() as u16);
+                    series.push(Series::new(windows as u16));
                     let of_metric = profile.rules_by_metric.get(rule.metric);
                     let of_metric = of_metric.map(|rules| rules.as_slice()).unwrap_or_default();
                     windows += of_metric
@@ -197,15 +213,14 @@ impl SensorState {
             }
         }
         SensorState {
-            metrics: (0..profile.metrics.len())
-                .map(|_| MetricState::default())
-                .collect(),
+            metrics,
             windows: (0..windows).map(|_| WindowAgg::default()).collect(),
             aux: (profile.rules.iter())
                 .filter(|r| needs_aux(r))
                 .map(|_| None)
                 .collect(),
             series: series.into_boxed_slice(),
+            id,
             profile,
             last_seen: now,
             alerts: SensorAlerts::default(),
@@ -253,9 +268,10 @@ impl LocalTime {
 pub struct Pipeline {
     catalog: Arc<Catalog>,
     settings: Settings,
-    sensors: FxHashMap<CompactString, SensorState>,
-    /// Where each active alert lives, for acks.
-    alert_index: FxHashMap<String, AlertRef>,
+    sensors: IdMap<SensorState>,
+    /// Where each active alert lives, for acks. Keyed by a `CompactString`: an id (16 hex
+    /// digits) fits inline, so no allocation per active alert.
+    alert_index: FxHashMap<CompactString, AlertRef>,
     /// Active alerts changed since the last output.
     dirty: Vec<AlertRef>,
     /// Makes alert ids unique across restarts (a replayed reading must not reopen an old,
@@ -276,9 +292,9 @@ const SHARED_PROFILES: usize = 4096;
 impl Pipeline {
     /// A pipeline knowing the configured sensors; their deadman clocks start at `now`.
     pub fn new(catalog: Arc<Catalog>, settings: Settings, now: TimestampMs) -> Pipeline {
-        let mut sensors = FxHashMap::default();
+        let mut sensors = IdMap::default();
         for (id, profile) in catalog.sensors() {
-            sensors.insert(id.clone(), SensorState::new(profile.clone(), now));
+            sensors.insert(SensorState::new(id.clone(), profile.clone(), now));
         }
         let tz = catalog.timezone;
         Pipeline {
@@ -337,7 +353,7 @@ impl Pipeline {
     /// The active alerts, in no particular order.
     pub fn active_alerts(&self) -> Vec<Alert> {
         let mut out = Vec::new();
-        for s in self.sensors.values() {
+        for s in self.sensors.iter() {
             for a in s.alerts.iter() {
                 out.push((*a.alert).clone());
             }
@@ -359,7 +375,7 @@ impl Pipeline {
         }
         if let Some(profile) = self.unlisted_profile(kind, tags) {
             self.sensors
-                .insert(id.into(), SensorState::new(profile, now));
+                .insert(SensorState::new(id.into(), profile, now));
         }
     }
 
@@ -375,7 +391,7 @@ impl Pipeline {
             if !self.sensors.contains_key(alert.sensor.as_str()) {
                 if let Some(profile) = self.catalog.unlisted(&alert.kind, None) {
                     self.sensors
-                        .insert(alert.sensor.clone(), SensorState::new(profile, now));
+                        .insert(SensorState::new(alert.sensor.clone(), profile, now));
                 }
             }
             let placed = self
@@ -392,7 +408,7 @@ impl Pipeline {
             match placed {
                 Some((slot, direction, place)) => {
                     self.alert_index.insert(
-                        alert.id.clone(),
+                        alert.id.as_str().into(),
                         AlertRef {
                             sensor: alert.sensor.clone(),
                             slot,
@@ -503,7 +519,7 @@ impl Pipeline {
     /// `offline_after`, judged against `now`.
     pub fn tick(&mut self, now: TimestampMs) -> Output {
         let mut out = Output::default();
-        for (id, state) in self.sensors.iter_mut() {
+        for state in self.sensors.iter_mut() {
             let Some(after) = state.profile.offline_after_ms else {
                 continue;
             };
@@ -511,7 +527,7 @@ impl Pipeline {
             let quiet = state.alerts.get(Slot::Offline).is_none()
                 && state.alerts.get(Slot::Device).is_none();
             if silent >= after && quiet {
-                let info = alerts::Info::offline(id, &state.profile, silent, after);
+                let info = alerts::Info::offline(&state.id, &state.profile, silent, after);
                 let mut ctx = alerts::Ctx {
                     index: &mut self.alert_index,
                     dirty: &mut self.dirty,
@@ -559,7 +575,7 @@ impl Pipeline {
             if let Some(a) = active {
                 if a.dirty {
                     a.dirty = false;
-                    out.alerts.push((*a.alert).clone());
+                    out.alerts.push(a.alert.clone());
                 }
             }
         }
@@ -594,7 +610,8 @@ impl Pipeline {
             match &result {
                 Ok(r) => self.share_profile(r.sensor.as_str()),
                 Err((r, _, _)) => {
-                    self.sensors.remove(r.sensor.as_str());
+                    // It was added last, by `register` above.
+                    self.sensors.remove_last(r.sensor.as_str());
                     out.new_sensors.pop();
                 }
             }
@@ -827,7 +844,7 @@ impl Pipeline {
             first_seen: r.ts,
         });
         self.sensors
-            .insert(r.sensor.clone(), SensorState::new(profile, now.min(r.ts)));
+            .insert(SensorState::new(r.sensor.clone(), profile, now.min(r.ts)));
         Ok(())
     }
 }
@@ -841,10 +858,8 @@ fn run_rules(
     local: &mut LocalTime,
     ctx: &mut alerts::Ctx,
 ) {
-    let mut series = state
-        .series
-        .iter_mut()
-        .find(|s| usize::from(s.metric()) == m);
+    let at = state.metrics.get(m).and_then(MetricState::series);
+    let mut series = at.and_then(|i| state.series.get_mut(i));
     if let Some(s) = series.as_deref_mut() {
         s.push(r.ts, r.value);
     }

@@ -371,7 +371,12 @@ fn unlisted_sensors_with_the_same_tags_share_a_profile() {
         assert_eq!(registered.as_deref(), Some(district));
         assert_eq!(stored.as_deref(), Some(district));
     }
-    let profile = |id: &str| p.sensors[id].profile.clone();
+    let profile = |id: &str| {
+        p.sensors
+            .get(id)
+            .map(|s| s.profile.clone())
+            .expect("known sensor")
+    };
     assert!(Arc::ptr_eq(&profile("a"), &profile("b")));
     assert!(Arc::ptr_eq(&profile("a"), &profile("e")));
     assert!(Arc::ptr_eq(&profile("c"), &profile("d")));
@@ -706,7 +711,7 @@ fn a_device_offline_alert_survives_a_restart_and_clears_on_the_first_good_poll()
     let mut p = pipeline_with("[sensors.meter]\nkind = \"tk\"\n");
     let out = device_health(&mut p, "meter", Some("connection refused"), t0());
     let mut again = pipeline_with("[sensors.meter]\nkind = \"tk\"\n");
-    let restored = again.restore_alerts(out.alerts.clone(), t0() + MIN);
+    let restored = again.restore_alerts(owned(&out.alerts), t0() + MIN);
     assert!(
         restored.is_empty(),
         "placed back, not resolved as an orphan"
@@ -775,11 +780,16 @@ fn ack_is_an_event_and_unknown_ids_are_refused() {
     );
 }
 
+/// The alerts of an output as the store gives them back: owned, not shared.
+fn owned(alerts: &[Arc<Alert>]) -> Vec<Alert> {
+    alerts.iter().map(|a| Alert::clone(a)).collect()
+}
+
 #[test]
 fn restored_alerts_are_updated_not_raised_again() {
     let mut first = pipeline();
     let out = feed_v(&mut first, "level", 11.0, t0());
-    let stored: Vec<Alert> = out.alerts.clone();
+    let stored: Vec<Alert> = owned(&out.alerts);
     assert_eq!(stored.len(), 1);
 
     let mut second = pipeline();
@@ -800,12 +810,55 @@ fn restored_alerts_are_updated_not_raised_again() {
     assert_eq!(out.events[0].alert.id, stored[0].id);
 }
 
+/// An output carries the pipeline's own active alert, not a copy, and a later update copies
+/// it first instead of changing what an earlier output (the hub, the board) still holds.
+#[test]
+fn outputs_share_the_active_alert_and_updates_copy_on_write() {
+    let mut p = pipeline();
+    let raised = feed_v(&mut p, "level", 11.0, t0());
+    assert_eq!(
+        events(&raised, "level"),
+        vec![(AlertEventKind::Raised, Severity::Warning)]
+    );
+    let held = raised.alerts[0].clone();
+    assert!(Arc::ptr_eq(&held, &p.shared_active_alerts()[0]), "shared");
+
+    let updated = feed_v(&mut p, "level", 11.2, t0() + HOUR);
+    assert!(events(&updated, "level").is_empty());
+    let now = &updated.alerts[0];
+    assert_eq!(
+        (now.id.as_str(), now.count, now.value),
+        (held.id.as_str(), 2, 11.2)
+    );
+    assert_eq!(
+        (held.count, held.value),
+        (1, 11.0),
+        "the earlier state is untouched"
+    );
+    assert!(Arc::ptr_eq(now, &p.shared_active_alerts()[0]));
+
+    let acked = p.ack(&held.id, "ops", "seen", t0() + HOUR).expect("active");
+    assert!(Arc::ptr_eq(&acked.alerts[0], &p.shared_active_alerts()[0]));
+    assert_eq!(now.ack, None, "the update before the ack is untouched");
+
+    let resolved = feed_v(&mut p, "level", 9.0, t0() + 2 * HOUR);
+    assert_eq!(resolved.alerts[0].state, AlertState::Resolved);
+    assert_eq!(acked.alerts[0].state, AlertState::Active);
+    assert_eq!(
+        acked.alerts[0].ack.as_ref().map(|a| a.by.as_str()),
+        Some("ops")
+    );
+    assert!(p.shared_active_alerts().is_empty());
+}
+
 #[test]
 fn restored_window_alert_is_not_cleared_by_a_partial_window() {
     let mut first = pipeline();
     let mut stored = vec![];
     for i in 0..6 {
-        stored.extend(feed_v(&mut first, "rain", 10.0, t0() + i * 10 * MIN).alerts);
+        stored.extend(owned(
+            &feed_v(&mut first, "rain", 10.0, t0() + i * 10 * MIN).alerts,
+        ));
     }
     let mut second = pipeline();
     second.restore_alerts(stored, t0() + HOUR);
@@ -819,7 +872,7 @@ fn restored_window_alert_is_not_cleared_by_a_partial_window() {
 fn orphaned_alert_is_resolved_at_restore() {
     let mut first = pipeline();
     let out = feed_v(&mut first, "level", 11.0, t0());
-    let mut stored = out.alerts;
+    let mut stored = owned(&out.alerts);
     stored[0].rule = "gone".into();
     let mut second = pipeline();
     let out = second.restore_alerts(stored, t0() + HOUR);
@@ -1340,12 +1393,13 @@ fn mixed_rules_each_behave_as_they_do_alone() {
 #[cfg(target_pointer_width = "64")]
 fn per_sensor_state_stays_small() {
     use std::mem::size_of;
-    assert_eq!(size_of::<MetricState>(), 96);
+    assert_eq!(size_of::<MetricState>(), 80);
     assert_eq!(size_of::<WindowAgg>(), 16);
-    assert_eq!(size_of::<Series>(), 48);
+    assert_eq!(size_of::<Series>(), 32);
     assert_eq!(size_of::<SensorAlerts>(), 8);
+    // With its id (24 bytes), since the map keeps only a 4-byte slot per bucket.
     assert!(
-        size_of::<SensorState>() <= 112,
+        size_of::<SensorState>() <= 136,
         "{}",
         size_of::<SensorState>()
     );
@@ -1374,4 +1428,108 @@ fn rejected_new_sensors_leave_no_shared_profile_behind() {
         assert_eq!(reasons(&out), vec![("too_many_sensors", format!("n{i}"))]);
     }
     assert_eq!(p.shared_profiles.len(), 1, "only the kept sensor's profile");
+}
+
+/// Duplicate detection as it was with full timestamps in the recent ring: the oracle for
+/// the ring of offsets from the last reading.
+#[derive(Default)]
+struct FullTimeRing {
+    last: Option<(i64, u64)>,
+    recent: Vec<(i64, u64)>,
+}
+
+impl FullTimeRing {
+    /// `Some(true)`: a replay, `Some(false)`: a conflicting duplicate, `None`: taken.
+    fn check(&mut self, ts: i64, v: f64) -> Option<bool> {
+        let bits = v.to_bits();
+        let seen = (self.recent.iter().chain(&self.last)).find(|(t, _)| *t == ts);
+        if let Some(&(_, b)) = seen {
+            return Some(b == bits);
+        }
+        self.recent.push((ts, bits));
+        if self.recent.len() > 4 {
+            self.recent.remove(0);
+        }
+        if self.last.is_none_or(|(t, _)| ts >= t) {
+            self.last = Some((ts, bits));
+        }
+        None
+    }
+}
+
+proptest! {
+    /// Within `validation.max_age` (7 days) the ring of time offsets tells replays and
+    /// duplicates apart exactly as full timestamps did, readings out of order included.
+    #[test]
+    fn recent_offsets_catch_what_full_times_caught(
+        readings in proptest::collection::vec((0..50_i64, prop_oneof![Just(1.0), Just(2.0)]), 1..60),
+    ) {
+        // the newest reading is 3 h after t0, the oldest 6 days before it
+        let now = t0() + 3 * HOUR;
+        let mut p = pipeline();
+        let mut oracle = FullTimeRing::default();
+        for (k, v) in readings {
+            let ts = t0() - 6 * 24 * HOUR + k * 3 * HOUR;
+            let out = feed_at(&mut p, reading("rain", v, ts), now);
+            let got = match (out.stats.replayed, rejected(&out)) {
+                (1, None) => Some(true),
+                (0, Some("duplicate")) => Some(false),
+                (0, None) => None,
+                other => panic!("unexpected outcome {other:?}"),
+            };
+            prop_assert_eq!(got, oracle.check(ts, v), "at {}", ts);
+        }
+    }
+}
+
+/// A reading more than 24 days from the series' last is not remembered (its offset does not
+/// fit 32 bits): with `max_age` raised that far, its conflicting redelivery is taken rather
+/// than rejected as a duplicate, and the store's primary key keeps the first value.
+#[test]
+fn readings_far_from_the_last_are_not_remembered() {
+    let mut p = pipeline_with("[validation]\nmax_age = \"60d\"\n");
+    let t = t0();
+    let old = t - 30 * 24 * HOUR;
+    assert_eq!(
+        feed_at(&mut p, reading("rain", 1.0, t), t).stats.accepted,
+        1
+    );
+    assert_eq!(
+        feed_at(&mut p, reading("rain", 1.0, old), t).stats.accepted,
+        1
+    );
+    let again = feed_at(&mut p, reading("rain", 2.0, old), t);
+    assert_eq!((again.stats.accepted, rejected(&again)), (1, None));
+    // within reach, the same is a duplicate
+    let near = t - 20 * 24 * HOUR;
+    assert_eq!(
+        feed_at(&mut p, reading("rain", 1.0, near), t)
+            .stats
+            .accepted,
+        1
+    );
+    assert_eq!(
+        rejected(&feed_at(&mut p, reading("rain", 2.0, near), t)),
+        Some("duplicate")
+    );
+}
+
+/// The ring's offsets move with the last reading: a reading remembered days before the
+/// series moved on is still recognised, as a replay and as a conflict.
+#[test]
+fn remembered_readings_survive_the_series_moving_on() {
+    let mut p = pipeline();
+    let t = t0();
+    let now = t + HOUR;
+    for (i, ts) in [t - 5 * 24 * HOUR, t - 3 * 24 * HOUR, t]
+        .into_iter()
+        .enumerate()
+    {
+        let out = feed_at(&mut p, reading("rain", i as f64, ts), now);
+        assert_eq!(out.stats.accepted, 1);
+    }
+    let replay = feed_at(&mut p, reading("rain", 0.0, t - 5 * 24 * HOUR), now);
+    assert_eq!(replay.stats.replayed, 1);
+    let conflict = feed_at(&mut p, reading("rain", 9.0, t - 3 * 24 * HOUR), now);
+    assert_eq!(rejected(&conflict), Some("duplicate"));
 }

@@ -10,6 +10,9 @@ use super::Settings;
 /// of order. The store's primary key catches older ones.
 const RECENT: usize = 4;
 
+/// An empty place in the recent ring (and any offset that does not fit in one).
+const FORGOTTEN: i32 = i32::MIN;
+
 /// The state of one series (sensor × metric). One per metric of every sensor, so every
 /// byte counts: the series' sensor-fault alert lives with the sensor's other alerts, and
 /// "no reading yet" is `run == 0` rather than an `Option` around the last reading.
@@ -18,38 +21,94 @@ pub(super) struct MetricState {
     /// meaningless while `run` is 0.
     last_ts: i64,
     last_v: f64,
-    /// Recent (timestamp, value bits), to tell a replay from a conflicting duplicate.
-    recent: [(i64, u64); RECENT],
+    run_since: i64,
+    /// Recent readings' value bits, to tell a replay from a conflicting duplicate, and their
+    /// timestamps as offsets from `last_ts` (moved along with it): 16 bytes less per series
+    /// than full timestamps. A reading more than 24 days (i32 milliseconds) from `last_ts` is
+    /// not remembered, like one older than the last [`RECENT`]: the store's primary key
+    /// keeps the first. Readings that far apart pass `validation.max_age` (7 days by
+    /// default) only when it is raised past 24 days.
+    recent_v: [u64; RECENT],
+    recent_dt: [i32; RECENT],
     /// Length and start of the current run of identical values; 0 until the first reading,
     /// and never 0 again after it.
     run: u32,
     recent_pos: u8,
-    run_since: i64,
+    /// Where this metric's samples are in its sensor's series, if a windowed rule reads
+    /// it ([`NO_SERIES`] if not): kept here, in padding, rather than in the series.
+    series: u16,
 }
+
+/// [`MetricState::series`] of a metric no windowed rule reads. Config validation caps a
+/// kind's metrics at u16::MAX, so no series index reaches it.
+const NO_SERIES: u16 = u16::MAX;
 
 impl Default for MetricState {
     fn default() -> Self {
         MetricState {
             last_ts: 0,
             last_v: 0.0,
-            recent: [(i64::MIN, 0); RECENT],
-            recent_pos: 0,
-            run: 0,
             run_since: 0,
+            recent_v: [0; RECENT],
+            recent_dt: [FORGOTTEN; RECENT],
+            run: 0,
+            recent_pos: 0,
+            series: NO_SERIES,
         }
     }
 }
 
 impl MetricState {
+    /// The index of this metric's series in its sensor's, if it has one.
+    pub(super) fn series(&self) -> Option<usize> {
+        (self.series != NO_SERIES).then_some(usize::from(self.series))
+    }
+
+    pub(super) fn set_series(&mut self, index: u16) {
+        self.series = index;
+    }
+
     fn last(&self) -> Option<(i64, f64)> {
         (self.run > 0).then_some((self.last_ts, self.last_v))
     }
 
+    /// `ts` as an offset from `last_ts`, if it fits.
+    fn offset(&self, ts: i64) -> Option<i32> {
+        let dt = i32::try_from(ts.checked_sub(self.last_ts)?).ok()?;
+        (dt != FORGOTTEN).then_some(dt)
+    }
+
+    /// The value bits of a remembered reading at `ts`.
+    fn recent(&self, ts: i64) -> Option<u64> {
+        let dt = self.offset(ts)?;
+        let i = self.recent_dt.iter().position(|&d| d == dt)?;
+        Some(self.recent_v[i])
+    }
+
     fn remember(&mut self, ts: i64, value: f64) {
+        let Some(dt) = self.offset(ts) else {
+            return;
+        };
         let pos = usize::from(self.recent_pos) % RECENT;
-        self.recent[pos] = (ts, value.to_bits());
+        self.recent_dt[pos] = dt;
+        self.recent_v[pos] = value.to_bits();
         // A byte, not a usize: one of these per series, 100,000s of series.
         self.recent_pos = ((pos + 1) % RECENT) as u8;
+    }
+
+    /// Moves the series forward to (`ts`, `value`), keeping the recent offsets' meaning.
+    fn set_last(&mut self, ts: i64, value: f64) {
+        // Clamped: past ±2³³ every offset (|dt| < 2³¹) falls out of range either way, and the
+        // subtraction below cannot overflow.
+        let shift = ts.saturating_sub(self.last_ts).clamp(-(1 << 33), 1 << 33);
+        for dt in &mut self.recent_dt {
+            let moved = i32::try_from(i64::from(*dt) - shift);
+            *dt = match moved {
+                Ok(d) if *dt != FORGOTTEN => d,
+                _ => FORGOTTEN,
+            };
+        }
+        (self.last_ts, self.last_v) = (ts, value);
     }
 }
 
@@ -158,16 +217,11 @@ pub(super) fn check(
             );
         }
     }
-    let seen = st
-        .recent
-        .iter()
-        .find(|(t, _)| *t == r.ts)
-        .map(|&(_, bits)| bits)
-        .or_else(|| {
-            st.last()
-                .filter(|(t, _)| *t == r.ts)
-                .map(|(_, v)| v.to_bits())
-        });
+    let seen = st.recent(r.ts).or_else(|| {
+        st.last()
+            .filter(|(t, _)| *t == r.ts)
+            .map(|(_, v)| v.to_bits())
+    });
     if let Some(bits) = seen {
         if bits == v.to_bits() {
             return Verdict::Replay;
@@ -183,8 +237,9 @@ pub(super) fn check(
         );
     }
     let Some((last_ts, last_v)) = st.last() else {
+        // Last first: the recent offsets count from it.
+        st.set_last(r.ts, v);
         st.remember(r.ts, v);
-        (st.last_ts, st.last_v) = (r.ts, v);
         st.run = 1;
         st.run_since = r.ts;
         return Verdict::Good;
@@ -234,7 +289,7 @@ pub(super) fn check(
             };
         }
     }
-    (st.last_ts, st.last_v) = (r.ts, v);
+    st.set_last(r.ts, v);
 
     let mut verdict = Verdict::Good;
     if metric.flatline {

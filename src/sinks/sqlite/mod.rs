@@ -23,6 +23,8 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use compact_str::CompactString;
 use serde::Serialize;
 
@@ -55,7 +57,7 @@ pub struct Commit<'a> {
     pub readings: &'a [Reading],
     pub dead_letters: &'a [DeadLetter],
     /// The current state of alerts, upserted by id.
-    pub alerts: &'a [Alert],
+    pub alerts: &'a [Arc<Alert>],
     /// Alert history, appended in order.
     pub events: &'a [AlertEvent],
     /// Sensor registry upserts.
@@ -97,6 +99,8 @@ pub struct CommitStats {
     /// time (a replay, or the same point twice in one batch).
     pub duplicates: usize,
     pub dead_letters: usize,
+    /// The oldest dead letters deleted to stay within `sqlite.max_dead_letters`.
+    pub dead_letters_dropped: usize,
     pub alerts: usize,
     pub events: usize,
     /// The outbox entry's sequence number, when one was appended.
@@ -120,6 +124,9 @@ pub struct SequencedEvent {
 pub struct PruneStats {
     pub readings: usize,
     pub dead_letters: usize,
+    /// Dead letters past `sqlite.max_dead_letters` (written by the sinks or alert outputs
+    /// since the store's last commit of dead letters).
+    pub dead_letters_over_cap: usize,
     pub alerts: usize,
     pub alert_events: usize,
 }

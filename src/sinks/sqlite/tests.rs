@@ -265,6 +265,89 @@ fn dead_letters_keep_reason_and_truncated_raw() {
     assert_eq!(only[0].received_at, 2_000);
 }
 
+/// The `received_at` of every stored dead letter, oldest first.
+fn dead_letter_times(path: &std::path::Path) -> Vec<i64> {
+    let reader = SqliteReader::open(path).expect("open reader");
+    let mut got: Vec<i64> = reader
+        .dead_letters(&DeadLetterQuery {
+            limit: Some(MAX_LIMIT),
+            ..DeadLetterQuery::default()
+        })
+        .expect("query")
+        .iter()
+        .map(|d| d.received_at)
+        .collect();
+    got.sort_unstable();
+    got
+}
+
+fn commit_dead_letters(store: &mut SqliteStore, times: std::ops::Range<i64>) -> CommitStats {
+    let letters: Vec<DeadLetter> = times.map(|t| dead_letter(t, "out_of_range", b"")).collect();
+    store
+        .commit(&Commit {
+            dead_letters: &letters,
+            raw_max: 64,
+            ..Commit::default()
+        })
+        .expect("commit")
+}
+
+#[test]
+fn dead_letters_past_the_cap_lose_the_oldest() {
+    let (_dir, path, mut store) = temp_store();
+    store.set_max_dead_letters(3);
+
+    let stats = commit_dead_letters(&mut store, 1..6);
+    assert_eq!((stats.dead_letters, stats.dead_letters_dropped), (5, 2));
+    assert_eq!(dead_letter_times(&path), vec![3, 4, 5]);
+
+    let stats = commit_dead_letters(&mut store, 6..8);
+    assert_eq!((stats.dead_letters, stats.dead_letters_dropped), (2, 2));
+    assert_eq!(dead_letter_times(&path), vec![5, 6, 7]);
+
+    // A commit without dead letters leaves them alone.
+    let stats = store
+        .commit(&readings_commit(&[Reading::new(
+            "wl-1",
+            "water_level",
+            "level",
+            1.0,
+            1_000,
+        )]))
+        .expect("commit");
+    assert_eq!(stats.dead_letters_dropped, 0);
+    assert_eq!(dead_letter_times(&path), vec![5, 6, 7]);
+}
+
+#[test]
+fn without_a_cap_every_dead_letter_stays() {
+    let (_dir, path, mut store) = temp_store();
+    let stats = commit_dead_letters(&mut store, 1..2_001);
+    assert_eq!((stats.dead_letters, stats.dead_letters_dropped), (2_000, 0));
+    assert_eq!(dead_letter_times(&path), (1..2_001).collect::<Vec<_>>());
+}
+
+#[test]
+fn prune_caps_dead_letters_other_writers_added() {
+    let (_dir, path, mut store) = temp_store();
+    store.set_max_dead_letters(2);
+    commit_dead_letters(&mut store, 100..102);
+    // A sink's dead letters, through its own connection, as src/outbox/db.rs writes them.
+    let mut side = open_side_writer(&path, crate::outbox::Fsync::Always).expect("side writer");
+    let tx = side.transaction().expect("begin");
+    let letters: Vec<DeadLetter> = (102..105)
+        .map(|t| dead_letter(t, "rejected_by_store", b""))
+        .collect();
+    write_dead_letters(&tx, &letters, 64).expect("write");
+    tx.commit().expect("commit");
+    assert_eq!(dead_letter_times(&path).len(), 5);
+
+    // Nothing is old enough for retention; the cap alone removes the three oldest.
+    let pruned = store.prune(0).expect("prune");
+    assert_eq!((pruned.dead_letters, pruned.dead_letters_over_cap), (0, 3));
+    assert_eq!(dead_letter_times(&path), vec![103, 104]);
+}
+
 #[test]
 fn alert_upsert_update_resolve() {
     let (_dir, path, mut store) = temp_store();
@@ -272,7 +355,7 @@ fn alert_upsert_update_resolve() {
     let other = alert("a-2", AlertState::Active, 1_500, 1_500);
     store
         .commit(&Commit {
-            alerts: &[raised.clone(), other.clone()],
+            alerts: &[Arc::new(raised.clone()), Arc::new(other.clone())],
             ..Commit::default()
         })
         .expect("commit raise");
@@ -295,7 +378,7 @@ fn alert_upsert_update_resolve() {
     });
     store
         .commit(&Commit {
-            alerts: std::slice::from_ref(&escalated),
+            alerts: &[Arc::new(escalated.clone())],
             ..Commit::default()
         })
         .expect("commit escalate");
@@ -308,7 +391,7 @@ fn alert_upsert_update_resolve() {
     resolved.updated_at = 3_000;
     let stats = store
         .commit(&Commit {
-            alerts: std::slice::from_ref(&resolved),
+            alerts: &[Arc::new(resolved.clone())],
             ..Commit::default()
         })
         .expect("commit resolve");
@@ -361,7 +444,7 @@ fn alert_events_come_back_in_order() {
     let second = vec![event(AlertEventKind::Resolved, &resolved)];
     let stats = store
         .commit(&Commit {
-            alerts: &[escalated.clone(), noise.alert.clone()],
+            alerts: &[Arc::new(escalated.clone()), Arc::new(noise.alert.clone())],
             events: &first,
             ..Commit::default()
         })
@@ -369,7 +452,7 @@ fn alert_events_come_back_in_order() {
     assert_eq!(stats.events, 3);
     store
         .commit(&Commit {
-            alerts: std::slice::from_ref(&resolved),
+            alerts: &[Arc::new(resolved.clone())],
             events: &second,
             ..Commit::default()
         })
@@ -402,17 +485,17 @@ fn prune_removes_only_old_rows_and_keeps_active_alerts() {
     let ancient_active = alert("active-old", AlertState::Active, 1, 2);
     let old_resolved = alert("resolved-old", AlertState::Resolved, 100, 200);
     let new_resolved = alert("resolved-new", AlertState::Resolved, 100, cutoff + 100);
-    let alerts = vec![
-        ancient_active.clone(),
-        old_resolved.clone(),
-        new_resolved.clone(),
+    let alerts = [
+        Arc::new(ancient_active.clone()),
+        Arc::new(old_resolved.clone()),
+        Arc::new(new_resolved.clone()),
     ];
     let events: Vec<AlertEvent> = alerts
         .iter()
         .map(|a| AlertEvent {
             event: AlertEventKind::Raised,
             at: a.started_at,
-            alert: a.clone(),
+            alert: Alert::clone(a),
         })
         .collect();
     store
@@ -433,6 +516,7 @@ fn prune_removes_only_old_rows_and_keeps_active_alerts() {
         PruneStats {
             readings: 1,
             dead_letters: 1,
+            dead_letters_over_cap: 0,
             alerts: 1,
             alert_events: 1,
         }
@@ -482,7 +566,7 @@ fn everything_survives_a_reopen() {
         .commit(&Commit {
             readings: &readings,
             dead_letters: &letters,
-            alerts: std::slice::from_ref(&active),
+            alerts: &[Arc::new(active.clone())],
             events: &events,
             sensors: &sensors,
             raw_max: 64,
@@ -630,7 +714,7 @@ fn a_commit_is_all_or_nothing() {
     let err = store
         .commit(&Commit {
             readings: &readings[..1],
-            alerts: std::slice::from_ref(&bad_alert),
+            alerts: &[Arc::new(bad_alert.clone())],
             ..Commit::default()
         })
         .expect_err("a non-finite alert must be refused");
@@ -646,7 +730,7 @@ fn a_corrupt_row_is_an_error_not_a_panic() {
     store
         .commit(&Commit {
             readings: &[Reading::new("n-1", "noise", "laeq", 55.0, 1_000)],
-            alerts: &[alert("a-1", AlertState::Active, 1, 1)],
+            alerts: &[Arc::new(alert("a-1", AlertState::Active, 1, 1))],
             events: &[AlertEvent {
                 event: AlertEventKind::Raised,
                 at: 1,

@@ -1,6 +1,7 @@
 //! The single writer: commits batches and prunes old rows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
@@ -51,7 +52,19 @@ const UPSERT_SENSOR: &str =
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Most dead letters kept (`sqlite.max_dead_letters`); 0, no cap.
+    max_dead_letters: u64,
 }
+
+/// Keeps the newest `?1` dead letters. Ids only grow (an `INTEGER PRIMARY KEY` takes the
+/// largest id plus one), so the newest rows are one id range: the delete is a range on the
+/// primary key, and `max(id)` one step down its b-tree, cheap when nothing is over the cap.
+/// Rows written by other writers (the sinks' and alert outputs' dead letters) count too.
+/// Where the newest ids have gaps (rows pruned by age out of id order, after the clock was
+/// set back), fewer than the cap are kept, never more: counting down the index instead
+/// (`ORDER BY id DESC LIMIT 1 OFFSET cap`) would walk a million rows on every commit.
+const CAP_DEAD_LETTERS: &str =
+    "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?1";
 
 impl SqliteStore {
     /// Opens the store, creating its directory and file and migrating the schema as needed.
@@ -61,7 +74,15 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
+            max_dead_letters: 0,
         })
+    }
+
+    /// Caps the dead letters kept (`sqlite.max_dead_letters`; 0, the default, keeps them
+    /// all until retention): past it, each commit that writes dead letters, and each prune,
+    /// deletes the oldest.
+    pub fn set_max_dead_letters(&mut self, max: u64) {
+        self.max_dead_letters = max;
     }
 
     pub fn path(&self) -> &Path {
@@ -118,6 +139,10 @@ impl SqliteStore {
         stats.duplicates = c.readings.len() - stats.readings_inserted;
         stats.dead_letters = write_dead_letters(&tx, c.dead_letters, c.raw_max)
             .map_err(err("insert dead letters"))?;
+        if stats.dead_letters > 0 {
+            stats.dead_letters_dropped = cap_dead_letters(&tx, self.max_dead_letters)
+                .map_err(err("delete dead letters over the cap"))?;
+        }
         stats.alerts = write_alerts(&tx, c.alerts).map_err(err("upsert alerts"))?;
         stats.events = write_events(&tx, &events).map_err(err("insert alert events"))?;
         if !events.is_empty() {
@@ -163,6 +188,9 @@ impl SqliteStore {
                     [older_than_ms],
                 )
                 .map_err(err("prune dead letters"))?,
+            // Rows other writers added since the last commit that wrote any.
+            dead_letters_over_cap: cap_dead_letters(&tx, self.max_dead_letters)
+                .map_err(err("delete dead letters over the cap"))?,
             alert_events: tx
                 .execute(
                     "DELETE FROM alert_events WHERE alert_id IN \
@@ -232,7 +260,12 @@ fn check_commit(c: &Commit<'_>) -> Result<(), StoreError> {
             r.sensor, r.metric, r.ts, r.value
         )));
     }
-    for a in c.alerts.iter().chain(c.events.iter().map(|e| &e.alert)) {
+    for a in c
+        .alerts
+        .iter()
+        .map(|a| &**a)
+        .chain(c.events.iter().map(|e| &e.alert))
+    {
         check_alert(a)?;
     }
     Ok(())
@@ -313,6 +346,15 @@ pub(crate) fn write_dead_letters(
     Ok(letters.len())
 }
 
+/// Deletes the oldest dead letters past `max` (0: no cap), returning how many.
+fn cap_dead_letters(tx: &Transaction<'_>, max: u64) -> rusqlite::Result<usize> {
+    if max == 0 {
+        return Ok(0);
+    }
+    tx.prepare_cached(CAP_DEAD_LETTERS)?
+        .execute([i64::try_from(max).unwrap_or(i64::MAX)])
+}
+
 /// SQLite binds a NaN as NULL; a NaN reading is a reason for a dead letter, so it is kept as
 /// the text `NaN` (the column has no affinity, so the text stays text).
 fn dead_letter_value(v: Option<f64>) -> Value {
@@ -323,7 +365,7 @@ fn dead_letter_value(v: Option<f64>) -> Value {
     }
 }
 
-fn write_alerts(tx: &Transaction<'_>, alerts: &[Alert]) -> rusqlite::Result<usize> {
+fn write_alerts(tx: &Transaction<'_>, alerts: &[Arc<Alert>]) -> rusqlite::Result<usize> {
     let mut stmt = tx.prepare_cached(UPSERT_ALERT)?;
     for a in alerts {
         // check_alert has bounded the count.

@@ -57,13 +57,10 @@ pub fn check_config(mqtt: &[(usize, MqttConfig)], kinds: &BTreeSet<String>) -> V
             );
         }
         let password = source::password_source(m);
-        if let Some((key, message)) = password.conflict() {
-            push(at(&key), message);
-        }
         if password.is_set() && m.username.is_none() {
             push(at("username"), "is required when a password is set".into());
         }
-        if let Some((key, message)) = password.unreadable() {
+        for (key, message) in password.problems() {
             push(at(&key), message);
         }
         if let Some(tls) = &m.tls {

@@ -3,15 +3,17 @@
 //! status) is shared.
 //!
 //! ```text
-//!  event-loop task ──Message──► batcher task ──AckJob──► acker task ──acks──► event loop
-//!  (polls rumqttc,   bounded     (route, decode,  bounded  (waits for the commit,
-//!   never awaits                  one Batch per            then acks in order)
-//!   the client)                   recv_many)
+//!  event-loop task ──Message──► batcher task ──AckJob──► event-loop task (MQTT 3.1.1)
+//!  (polls rumqttc,   bounded     (route, decode,  bounded  or acker task (MQTT 5):
+//!   never awaits                  one Batch per            waits for the commit,
+//!   the client)                   recv_many)               then acks in order
 //! ```
-//! MQTT 3.1.1: the acker hands each committed batch's messages to the event-loop task, which
-//! writes their PUBACKs into the connection and flushes once per batch. MQTT 5 (rumqttc keeps
-//! that connection private): the acker sends each ack through the client (`try_ack`), and
-//! rumqttc writes and flushes them one at a time.
+//! MQTT 3.1.1: the event-loop task itself waits for each batch's commit (the store thread's
+//! notice wakes it directly) and writes the batch's PUBACKs into the connection with one
+//! flush. A separate acker task cost two more wake-ups per batch (acker, then event loop).
+//! MQTT 5 (rumqttc keeps that connection private): the acker task waits for the commit and
+//! sends each ack through the client (`try_ack`); rumqttc writes and flushes them one at a
+//! time.
 //!
 //! # Delivery
 //! A message is acknowledged only after the batch that carries its readings and dead letters
@@ -26,13 +28,14 @@
 //! generation and purges queued acks (`EventLoop::clean`) under one lock, and the acker sends
 //! an ack only while holding that lock with the generation unchanged (MQTT 5); for MQTT 3.1.1
 //! the event-loop task writes the acks itself, between two polls, only for messages of its
-//! current generation. Acks of an old generation are dropped: the broker redelivers those messages, which are then stored twice
-//! (at-least-once, never lost).
+//! current generation. Acks of an old generation are dropped: the broker redelivers those
+//! messages, which are then stored twice (at-least-once, never lost).
 //!
 //! # Flow control
-//! Every channel is bounded. When the pipeline is slow the batcher stops taking messages, the
-//! event-loop task blocks on the full channel and stops reading the socket, and the broker
-//! holds the rest. The broker sends at most `inflight` unacknowledged messages (MQTT 5 receive
+//! The event-loop task never waits on the batcher: its queue ([`MessageQueue`]) is bounded by
+//! count and bytes instead, and past them the connection is dropped and the broker
+//! redelivers. Every channel after the batcher is bounded: when the pipeline is slow the
+//! batcher stops taking messages and the queue fills. The broker sends at most `inflight` unacknowledged messages (MQTT 5 receive
 //! maximum; for 3.1.1 the broker's own per-client limit, which should not exceed `inflight`),
 //! and the channels hold at least that many, so normally the event loop keeps polling (and
 //! pinging) while acks are pending.
@@ -109,7 +112,7 @@ pub(super) fn transport_limit(max_packet_size: usize) -> usize {
 /// A received publish, as the glue hands it over.
 pub(super) struct Message {
     /// Boxed: a publish (MQTT 5 properties and all) is a few hundred bytes, and a message is
-    /// moved several times on its way (queue, batcher, acker); the box was made by the glue
+    /// moved several times on its way (queue, batcher, ack queue); the box was made by the glue
     /// anyway. Unboxed, those copies were 15 % of the gateway's CPU draining a backlog.
     pub ack: Box<AckHandle>,
     pub received_at: TimestampMs,
@@ -176,8 +179,9 @@ pub(super) struct Shared {
     /// Connection generation; see the module docs. Held while bumping + purging and while
     /// sending an ack.
     pub generation: Mutex<u64>,
-    /// The acker asks the event loop to drop the connection (after a failed commit): it sets
-    /// `reconnect_wanted`, then notifies. The flag tells a fresh request from a stale permit.
+    /// After a failed commit, the task that saw it (the event loop itself, or the acker with
+    /// MQTT 5) asks for the connection to be dropped: it sets `reconnect_wanted`, then
+    /// notifies. The flag tells a fresh request from a stale permit.
     pub reconnect: Notify,
     pub reconnect_wanted: AtomicBool,
     /// Set by `stop`: publishes that arrive from now on are neither processed nor acked.
@@ -239,32 +243,47 @@ impl Shared {
     }
 }
 
-/// Spawns the event-loop task; returns it and where the acker sends acks.
+/// Where the acks of committed batches are sent from.
+enum Acks {
+    /// The event-loop task (MQTT 3.1.1); `true` once it has acked every batch handed to it
+    /// and the batcher has stopped.
+    InLoop(watch::Receiver<bool>),
+    /// The acker task (MQTT 5).
+    Task(JoinHandle<()>),
+}
+
+/// Spawns the event-loop task and, when the protocol has no direct acks, the acker task;
+/// `jobs` are the batcher's submitted batches.
+#[allow(clippy::too_many_arguments)]
 fn spawn_event_loop<P: super::event_loop::Protocol>(
     glue: P,
     client: Client,
     settings: &Settings,
     shared: &Arc<Shared>,
     queue: MessageQueue,
+    jobs: mpsc::Receiver<AckJob>,
+    uncommitted: Arc<Uncommitted>,
     backoff: Backoff,
     stop: &watch::Receiver<bool>,
-) -> (tokio::task::JoinHandle<()>, AckRoute) {
-    let (route, acks) = if P::DIRECT_ACKS {
-        let (tx, rx) = mpsc::channel(ACK_JOBS);
-        (AckRoute::EventLoop(tx), Some(rx))
+) -> (JoinHandle<()>, Acks) {
+    let (committing, acks) = if P::DIRECT_ACKS {
+        let (drained, drained_rx) = watch::channel(false);
+        let committing = super::event_loop::Committing::new(jobs, uncommitted, drained);
+        (Some(committing), Acks::InLoop(drained_rx))
     } else {
-        (AckRoute::Client(client), None)
+        let acker = tokio::spawn(run_acker(shared.clone(), client, jobs, uncommitted));
+        (None, Acks::Task(acker))
     };
     let task = tokio::spawn(super::event_loop::run(
         glue,
         settings.filters.clone(),
         shared.clone(),
         queue,
-        acks,
+        committing,
         backoff,
         stop.clone(),
     ));
-    (task, route)
+    (task, acks)
 }
 
 /// Sleeps before a reconnect; `false` if the source is stopped meanwhile.
@@ -291,8 +310,9 @@ pub(super) fn queue_cap(inflight: u16) -> (usize, usize) {
 ///
 /// The event loop must never wait on it: while it waits it does not poll, so our acks (queued
 /// in rumqttc's request channel, sent by the polling loop) never leave, commits stop being
-/// acknowledged, the batcher waits for the acker and the acker for the event loop — the
-/// rumqtt#1025 deadlock by another road. So the channel is unbounded and bounded by count
+/// acknowledged, the batcher waits for room among the batches awaiting their acks, which only
+/// the event loop (or the acker, which needs the event loop) makes — the rumqtt#1025 deadlock
+/// by another road. So the channel is unbounded and bounded by count
 /// instead: over [`queue_cap`], the event loop drops the connection and the broker redelivers
 /// what was not acknowledged.
 pub(super) struct MessageQueue {
@@ -363,7 +383,7 @@ pub(super) fn request_capacity(inflight: u16) -> usize {
 }
 
 /// Most batches committing at once per connection (they commit in order).
-const ACK_JOBS: usize = 4;
+pub(super) const ACK_JOBS: usize = 4;
 
 /// Messages taken from the channel at once.
 const RECV_MANY: usize = 1024;
@@ -377,10 +397,18 @@ const GATHER_WAIT: Duration = Duration::from_millis(1);
 
 /// Batches handed to the pipeline whose commit has not come back yet.
 #[derive(Default)]
-struct Uncommitted {
-    count: AtomicUsize,
-    /// Signalled by the acker at each commit (or failure).
-    done: Notify,
+pub(super) struct Uncommitted {
+    pub(super) count: AtomicUsize,
+    /// Signalled at each commit (or failure) by whichever task waits for the commits.
+    pub(super) done: Notify,
+}
+
+impl Uncommitted {
+    /// A batch's commit came back (or failed).
+    pub(super) fn one_done(&self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.done.notify_one();
+    }
 }
 
 /// How long `stop` waits for committed batches to be acked and the disconnect to be sent.
@@ -394,7 +422,7 @@ pub struct MqttSource {
     stop: watch::Sender<bool>,
     event_loop: JoinHandle<()>,
     batcher: JoinHandle<()>,
-    acker: JoinHandle<()>,
+    acks: Acks,
 }
 
 impl std::fmt::Debug for MqttSource {
@@ -427,6 +455,7 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
     let (stop, stop_rx) = watch::channel(false);
     let (msg_tx, msg_rx) = MessageQueue::new(queue_cap(settings.cfg.inflight));
     let (ack_tx, ack_rx) = mpsc::channel(ACK_JOBS);
+    let uncommitted = Arc::new(Uncommitted::default());
     let backoff = Backoff::new(settings.cfg.reconnect_min.0, settings.cfg.reconnect_max.0);
     info!(
         connection = %settings.cfg.name,
@@ -443,7 +472,7 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
         max_topic_len: settings.cfg.max_topic_len,
         status: status.clone(),
     };
-    let (client, (event_loop, ack_route)) = match settings.cfg.protocol {
+    let (client, (event_loop, acks)) = match settings.cfg.protocol {
         MqttProtocol::V311 => {
             let (client, eventloop) = super::v4::client(&settings);
             let glue = super::v4::V4 {
@@ -457,6 +486,8 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
                 &settings,
                 &shared,
                 msg_tx,
+                ack_rx,
+                uncommitted.clone(),
                 backoff,
                 &stop_rx,
             );
@@ -475,23 +506,23 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
                 &settings,
                 &shared,
                 msg_tx,
+                ack_rx,
+                uncommitted.clone(),
                 backoff,
                 &stop_rx,
             );
             (client, spawned)
         }
     };
-    let uncommitted = Arc::new(Uncommitted::default());
     let batcher = tokio::spawn(run_batcher(
         decoder,
         msg_rx,
         ingest,
         ack_tx,
-        uncommitted.clone(),
+        uncommitted,
         batch_max.max(1),
         stop_rx,
     ));
-    let acker = tokio::spawn(run_acker(shared.clone(), ack_route, ack_rx, uncommitted));
     Ok(MqttSource {
         status,
         shared,
@@ -499,7 +530,7 @@ pub fn start(cfg: MqttConfig, ingest: Ingest, batch_max: usize) -> Result<MqttSo
         stop,
         event_loop,
         batcher,
-        acker,
+        acks,
     })
 }
 
@@ -523,10 +554,25 @@ impl MqttSource {
         {
             batcher.abort();
         }
-        let mut acker = self.acker;
-        if tokio::time::timeout_at(deadline, &mut acker).await.is_err() {
+        let acked = match self.acks {
+            Acks::Task(mut acker) => {
+                let done = tokio::time::timeout_at(deadline, &mut acker).await.is_ok();
+                if !done {
+                    acker.abort();
+                }
+                done
+            }
+            // Without a connection nothing waiting can be acked any more (a new connection
+            // is a new generation); an error means the event loop has ended.
+            Acks::InLoop(mut drained) => {
+                !self.status.is_connected()
+                    || tokio::time::timeout_at(deadline, drained.wait_for(|d| *d))
+                        .await
+                        .is_ok()
+            }
+        };
+        if !acked {
             warn!(connection = %name, "MQTT stop: committed batches were not all acked in time; the broker will redeliver them");
-            acker.abort();
         }
         // Queued behind the acks, so they go out first.
         let _ = tokio::time::timeout_at(deadline, self.client.disconnect()).await;
@@ -808,9 +854,9 @@ pub(super) fn apply_ts_property(readings: &mut [crate::model::Reading], ts: Time
 }
 
 /// A submitted batch and the messages to ack once it is committed.
-struct AckJob {
-    pending: Pending,
-    messages: Vec<Message>,
+pub(super) struct AckJob {
+    pub(super) pending: Pending,
+    pub(super) messages: Vec<Message>,
 }
 
 enum Gathered {
@@ -821,8 +867,8 @@ enum Gathered {
 /// With a batch still committing, waits until `buf` holds [`GATHER_MIN`] messages, every
 /// earlier batch is committed, or [`GATHER_WAIT`] has passed. Without it the batcher made a
 /// batch of whatever had arrived since it last woke, often a handful of messages, and a batch
-/// costs about five task wake-ups (batcher, pipeline, store thread, acker, event loop) whatever
-/// its size. An idle gateway (nothing committing) sends at once.
+/// costs several task wake-ups (batcher, pipeline, store thread, event loop; the acker too
+/// with MQTT 5) whatever its size. An idle gateway (nothing committing) sends at once.
 async fn gather(
     rx: &mut QueueReceiver,
     buf: &mut Vec<Message>,
@@ -898,8 +944,8 @@ fn new_batch(source: &CompactString) -> Batch {
     }
 }
 
-/// Sends one batch to the pipeline and hands its messages to the acker. `false` once the
-/// gateway stops.
+/// Sends one batch to the pipeline and hands its messages to whichever task acks them
+/// (see [`Acks`]). `false` once the gateway stops.
 async fn flush(
     ingest: &Ingest,
     acks: &mpsc::Sender<AckJob>,
@@ -912,52 +958,46 @@ async fn flush(
     }
 }
 
-/// Where the acker sends the acks of a committed batch.
-enum AckRoute {
-    /// To the event-loop task, which writes them with one flush (MQTT 3.1.1) and counts them.
-    EventLoop(mpsc::Sender<Vec<Message>>),
-    /// One by one through the client's request channel (MQTT 5).
-    Client(Client),
-}
-
+/// MQTT 5: waits for each batch's commit, then sends its acks one by one through the
+/// client's request channel.
 async fn run_acker(
     shared: Arc<Shared>,
-    route: AckRoute,
+    client: Client,
     mut jobs: mpsc::Receiver<AckJob>,
     uncommitted: Arc<Uncommitted>,
 ) {
     let name = shared.status.name.clone();
     while let Some(job) = jobs.recv().await {
         let committed = job.pending.committed().await;
-        uncommitted.count.fetch_sub(1, Ordering::SeqCst);
-        uncommitted.done.notify_one();
+        uncommitted.one_done();
         match committed {
-            Ok(_) => match &route {
-                // Fails only once the event loop has ended: the acks cannot be sent any more,
-                // and the broker redelivers those messages next time.
-                AckRoute::EventLoop(tx) => {
-                    let _ = tx.send(job.messages).await;
-                }
-                AckRoute::Client(client) => {
-                    let acked = ack_in_order(&shared, client, &job.messages).await;
-                    shared.status.count_acked(acked);
-                }
-            },
-            Err(IngestError::Stopped) => break,
-            Err(e) => {
-                let msg = format!(
-                    "commit failed, {} messages not acked (the broker will redeliver them): {}",
-                    job.messages.len(),
-                    error_chain(&e)
-                );
-                error!(connection = %name, error = %msg, "MQTT batch not committed");
-                shared.status.set_error(msg, now_ms());
-                // Unacked messages come back only with a new connection.
-                shared.request_reconnect();
+            Ok(_) => {
+                let acked = ack_in_order(&shared, &client, &job.messages).await;
+                shared.status.count_acked(acked);
             }
+            Err(IngestError::Stopped) => break,
+            Err(e) => not_committed(&shared, &job.messages, &e),
         }
     }
     debug!(connection = %name, "MQTT acker stopped");
+}
+
+/// A batch's commit failed: none of its messages is acked, and the connection is dropped so
+/// that the broker redelivers them (unacked messages come back only with a new connection).
+pub(super) fn not_committed(shared: &Shared, messages: &[Message], e: &IngestError) {
+    let msg = format!(
+        "commit failed, {} messages not acked (the broker will redeliver them): {}",
+        messages.len(),
+        error_chain(e)
+    );
+    error!(connection = %shared.status.name, error = %msg, "MQTT batch not committed");
+    shared.status.set_error(msg, now_ms());
+    // The broker redelivers only over a new connection. Messages of an earlier one are
+    // being redelivered already: dropping the new connection for them would be for nothing.
+    let current = shared.generation();
+    if messages.iter().any(|m| m.generation == current) {
+        shared.request_reconnect();
+    }
 }
 
 /// Acks the messages in arrival order; returns how many acks were sent.
@@ -1148,7 +1188,7 @@ mod tests {
         (tx, rx, buf)
     }
 
-    /// The acker's count with one batch still committing.
+    /// The count of batches committing, with one still committing.
     fn one_commit_pending() -> Arc<Uncommitted> {
         let uncommitted = Arc::new(Uncommitted::default());
         uncommitted.count.store(1, Ordering::SeqCst);
@@ -1162,9 +1202,9 @@ mod tests {
     }
 
     // The interleavings below are fixed: `#[tokio::test]` runs everything on one thread, and
-    // the spawned task stands for the event loop (pushing messages) and the acker (ending a
-    // commit), running only where `gather` waits. The clock is paused, so it moves only when
-    // every task waits: the 1 ms limit cannot end a wait early on a loaded machine, which
+    // the spawned task stands for the event loop (pushing messages, and ending a commit),
+    // running only where `gather` waits. The clock is paused, so it moves only when every
+    // task waits: the 1 ms limit cannot end a wait early on a loaded machine, which
     // would hide a broken wake-up.
 
     #[tokio::test(start_paused = true)]

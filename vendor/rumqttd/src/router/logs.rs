@@ -24,6 +24,15 @@ pub struct PublishData {
     pub timestamp: Instant,
 }
 
+/// citygate patch: a retained message, its properties boxed. Most have none (every MQTT 3.1.1
+/// message), and inline they were over half of its `PublishData` (vendor/README.md).
+#[derive(Debug, Clone)]
+pub struct RetainedData {
+    pub publish: Publish,
+    pub properties: Option<Box<PublishProperties>>,
+    pub timestamp: Instant,
+}
+
 impl From<PubWithProp> for PublishData {
     fn from((publish, properties): PubWithProp) -> Self {
         PublishData {
@@ -61,7 +70,7 @@ pub struct DataLog {
     // citygate patch: boxed. `PublishData` is over 200 bytes (its `PublishProperties` inline)
     // and a hash table keeps a slot per bucket, about twice the entries after a resize:
     // 15,000 retained active alerts took 8.4 MB of table, 1.3 MB with a box (vendor/README.md).
-    retained_publishes: HashMap<Topic, Box<PublishData>>,
+    retained_publishes: HashMap<Topic, Box<RetainedData>>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
 }
@@ -270,9 +279,12 @@ impl DataLog {
         // citygate's 100,000-sensor load). Own copies instead (vendor/README.md).
         publish.topic = bytes::Bytes::copy_from_slice(&publish.topic);
         publish.payload = bytes::Bytes::copy_from_slice(&publish.payload);
-        let pub_with_props = (publish, publish_properties);
-        self.retained_publishes
-            .insert(topic, Box::new(pub_with_props.into()));
+        let retained = RetainedData {
+            publish,
+            properties: publish_properties.map(Box::new),
+            timestamp: Instant::now(),
+        };
+        self.retained_publishes.insert(topic, Box::new(retained));
     }
 
     pub fn remove_from_retained_publishes(&mut self, topic: Topic) {
@@ -313,7 +325,7 @@ impl DataLog {
         self.retained_publishes
             .iter()
             .filter(|(topic, _)| matches(topic, filter))
-            .map(|(_, p)| (p.publish.clone(), p.properties.clone()))
+            .map(|(_, p)| (p.publish.clone(), p.properties.as_deref().cloned()))
             .collect()
     }
 }
