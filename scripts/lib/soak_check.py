@@ -17,6 +17,7 @@ Exit status 0 when every check passes, 1 otherwise.
 
 import argparse
 import collections
+import http.client
 import json
 import math
 import os
@@ -67,19 +68,44 @@ def same(a, b):
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def vm_export(vm, sensors):
-    urllib.request.urlopen(f"{vm}/internal/force_flush", timeout=30).read()
+def vm_export(vm, sensors, attempts=3):
+    """Every exported series of the given sensors, as (metric, sensor, timestamps, values).
+
+    /api/v1/export streams: once VictoriaMetrics has sent its 200 header it can only report a
+    later error in the body, as a line of text after the JSON lines, or by closing the
+    connection. Such an export is read again (it is idempotent); if every attempt fails, the
+    error names the offending line instead of a bare JSONDecodeError."""
     q = urllib.parse.urlencode(
         {"match[]": '{sensor=~".+"}', "start": "0", "end": str(EXPORT_END_S)}
     )
-    out = []
-    with urllib.request.urlopen(f"{vm}/api/v1/export?{q}", timeout=120) as r:
-        for line in r:
-            s = json.loads(line)
-            sensor = s["metric"].get("sensor")
+    problem = None
+    for attempt in range(attempts):
+        if attempt:
+            print(f"==> VictoriaMetrics export attempt {attempt} failed ({problem}); retrying", file=sys.stderr)
+            time.sleep(2)
+        try:
+            urllib.request.urlopen(f"{vm}/internal/force_flush", timeout=30).read()
+            with urllib.request.urlopen(f"{vm}/api/v1/export?{q}", timeout=120) as r:
+                body = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            problem = f"request failed: {e}"
+            continue
+        out = []
+        problem = None
+        for n, line in enumerate(body.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                s = json.loads(line)
+                sensor = s["metric"].get("sensor")
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                problem = f"line {n} is not an exported series ({e}): {line[:300]!r}"
+                break
             if sensor in sensors:
                 out.append((s["metric"]["__name__"], sensor, s["timestamps"], s["values"]))
-    return out
+        if problem is None:
+            return out
+    raise SystemExit(f"error: VictoriaMetrics' export failed {attempts} times; last: {problem}")
 
 
 def known_reasons(src):
