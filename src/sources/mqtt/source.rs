@@ -395,6 +395,65 @@ const GATHER_MIN: usize = 64;
 /// The longest such wait: the latency a message can gain so that the batch is larger.
 const GATHER_WAIT: Duration = Duration::from_millis(1);
 
+/// A stream's batch, with nothing committing, starts at this many messages (see [`Pace`]).
+const STREAM_TARGET_MAX: usize = GATHER_MIN;
+
+/// Batches that reach the stream target in a row before it doubles again (see [`Pace`]).
+/// Small, so that a target lowered by a lull (a publisher pausing) is back at its maximum
+/// within some 50 batches; a broker window smaller than the target then costs one
+/// [`GATHER_WAIT`] per 9 batches.
+const STREAM_GROW_AFTER: u32 = 8;
+
+/// How big a batch the batcher waits for when messages stream in and nothing is committing.
+///
+/// A batch is handed on when the previous one has committed. Into a sink that commits at
+/// once (the null sink) that left batches of the few messages that came during one hand-off,
+/// and every batch costs the same wake-ups (batcher, pipeline, store thread, event loop): at
+/// QoS 1, about four times the gateway CPU per message of batches of 64 (BENCHMARKS.md). So while messages stream in (the last
+/// batch went less than [`GATHER_WAIT`] ago) the batcher waits for `target` messages, at most
+/// [`GATHER_WAIT`]. With MQTT 3.1.1 the client cannot know the broker's in-flight window
+/// (mosquitto's default is 20): when it is all in the batch, no more comes until these are
+/// acked, and the wait runs out. The target then drops to what did come, so the next batches
+/// do not wait for it, and it doubles again, up to [`STREAM_TARGET_MAX`], only after
+/// [`STREAM_GROW_AFTER`] batches in a row reach it: a window smaller than the target costs one
+/// wait in every `STREAM_GROW_AFTER + 1` batches.
+#[derive(Debug)]
+struct Pace {
+    last_flush: Option<tokio::time::Instant>,
+    target: usize,
+    reached: u32,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            last_flush: None,
+            target: STREAM_TARGET_MAX,
+            reached: 0,
+        }
+    }
+}
+
+impl Pace {
+    fn streaming(&self) -> bool {
+        self.last_flush.is_some_and(|t| t.elapsed() < GATHER_WAIT)
+    }
+
+    /// A streaming gather ended with `got` messages, having reached the target or not.
+    fn gathered(&mut self, got: usize, reached: bool) {
+        if reached {
+            self.reached += 1;
+            if self.reached >= STREAM_GROW_AFTER {
+                self.target = (self.target * 2).min(STREAM_TARGET_MAX);
+                self.reached = 0;
+            }
+        } else {
+            self.target = got.max(1);
+            self.reached = 0;
+        }
+    }
+}
+
 /// Batches handed to the pipeline whose commit has not come back yet.
 #[derive(Default)]
 pub(super) struct Uncommitted {
@@ -869,22 +928,43 @@ enum Gathered {
 /// batch of whatever had arrived since it last woke, often a handful of messages, and a batch
 /// costs several task wake-ups (batcher, pipeline, store thread, event loop; the acker too
 /// with MQTT 5) whatever its size. An idle gateway (nothing committing) sends at once.
+///
+/// Then, with nothing committing, a batcher that `pace` says is streaming waits, up to the
+/// same deadline, until `buf` holds the pace's target (see [`Pace`]).
 async fn gather(
     rx: &mut QueueReceiver,
     buf: &mut Vec<Message>,
     uncommitted: &Uncommitted,
+    pace: &mut Pace,
     stop: &mut watch::Receiver<bool>,
 ) -> Gathered {
     let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+    let mut timed_out = false;
     while buf.len() < GATHER_MIN && uncommitted.count.load(Ordering::SeqCst) > 0 {
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return Gathered::Stop,
             _ = uncommitted.done.notified() => {}
-            n = rx.recv_many(buf, RECV_MANY - buf.len()) => if n == 0 { break },
-            _ = tokio::time::sleep_until(deadline) => break,
+            n = rx.recv_many(buf, RECV_MANY - buf.len()) => if n == 0 { return Gathered::Go },
+            _ = tokio::time::sleep_until(deadline) => { timed_out = true; break },
         }
     }
+    if timed_out || uncommitted.count.load(Ordering::SeqCst) > 0 || !pace.streaming() {
+        return Gathered::Go;
+    }
+    // A target met on arrival counts as reached too: that is how a low one grows back.
+    while buf.len() < pace.target {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return Gathered::Stop,
+            n = rx.recv_many(buf, RECV_MANY - buf.len()) => if n == 0 { return Gathered::Go },
+            _ = tokio::time::sleep_until(deadline) => {
+                pace.gathered(buf.len(), false);
+                return Gathered::Go;
+            }
+        }
+    }
+    pace.gathered(buf.len(), true);
     Gathered::Go
 }
 
@@ -899,6 +979,7 @@ async fn run_batcher(
 ) {
     let mut buf: Vec<Message> = Vec::with_capacity(RECV_MANY);
     let mut errors = Vec::new();
+    let mut pace = Pace::default();
     loop {
         let n = tokio::select! {
             biased;
@@ -908,10 +989,11 @@ async fn run_batcher(
         if n == 0 {
             break;
         }
-        match gather(&mut rx, &mut buf, &uncommitted, &mut stop).await {
+        match gather(&mut rx, &mut buf, &uncommitted, &mut pace, &mut stop).await {
             Gathered::Go => {}
             Gathered::Stop => break,
         }
+        pace.last_flush = Some(tokio::time::Instant::now());
         let mut batch = new_batch(&decoder.source);
         let mut messages = Vec::with_capacity(buf.len());
         for msg in buf.drain(..) {
@@ -1161,7 +1243,14 @@ mod tests {
         let mut buf = Vec::new();
         rx.recv_many(&mut buf, 1).await;
         assert!(matches!(
-            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            gather(
+                &mut rx,
+                &mut buf,
+                &uncommitted,
+                &mut Pace::default(),
+                &mut stop
+            )
+            .await,
             Gathered::Go
         ));
         assert_eq!(buf.len(), 1);
@@ -1169,7 +1258,14 @@ mod tests {
         uncommitted.count.store(1, Ordering::SeqCst);
         queue(GATHER_MIN + 10);
         assert!(matches!(
-            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            gather(
+                &mut rx,
+                &mut buf,
+                &uncommitted,
+                &mut Pace::default(),
+                &mut stop
+            )
+            .await,
             Gathered::Go
         ));
         assert!(buf.len() >= GATHER_MIN, "{}", buf.len());
@@ -1223,7 +1319,14 @@ mod tests {
             tx
         });
         assert!(matches!(
-            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            gather(
+                &mut rx,
+                &mut buf,
+                &uncommitted,
+                &mut Pace::default(),
+                &mut stop
+            )
+            .await,
             Gathered::Go
         ));
         let _tx = feeder.await.expect("feeder");
@@ -1255,7 +1358,14 @@ mod tests {
             tx
         });
         assert!(matches!(
-            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            gather(
+                &mut rx,
+                &mut buf,
+                &uncommitted,
+                &mut Pace::default(),
+                &mut stop
+            )
+            .await,
             Gathered::Go
         ));
         let _tx = feeder.await.expect("feeder");
@@ -1272,7 +1382,13 @@ mod tests {
         let started = tokio::time::Instant::now();
         let gathered = tokio::time::timeout(
             Duration::from_secs(5),
-            gather(&mut rx, &mut buf, &uncommitted, &mut stop),
+            gather(
+                &mut rx,
+                &mut buf,
+                &uncommitted,
+                &mut Pace::default(),
+                &mut stop,
+            ),
         )
         .await
         .expect("gather returns at its deadline while the commit goes on");
@@ -1289,11 +1405,161 @@ mod tests {
         let uncommitted = Uncommitted::default();
         assert!(tx.push(msg("city/e/noise/queued", "{}", None)));
         assert!(matches!(
-            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            gather(
+                &mut rx,
+                &mut buf,
+                &uncommitted,
+                &mut Pace::default(),
+                &mut stop
+            )
+            .await,
             Gathered::Go
         ));
         assert_eq!(topics(&buf), ["city/e/noise/first0"]);
         assert_eq!(rx.queued.messages.load(Ordering::SeqCst), 1);
+    }
+
+    /// A pace whose last batch went just now: messages are streaming in.
+    fn streaming(target: usize) -> Pace {
+        Pace {
+            last_flush: Some(tokio::time::Instant::now()),
+            target,
+            reached: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streaming_with_nothing_committing_the_batcher_waits_for_its_target() {
+        let (tx, mut rx, mut buf) = gather_setup(1);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let uncommitted = Uncommitted::default();
+        let mut pace = streaming(4);
+        let feeder = tokio::spawn(async move {
+            for i in 0..5 {
+                assert!(tx.push(msg(&format!("city/e/noise/late{i}"), "{}", None)));
+                tokio::task::yield_now().await;
+            }
+            tx
+        });
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            gather(&mut rx, &mut buf, &uncommitted, &mut pace, &mut stop).await,
+            Gathered::Go
+        ));
+        let _tx = feeder.await.expect("feeder");
+        // It went as soon as the target was there, not at the deadline.
+        assert!(buf.len() >= 4, "{}", buf.len());
+        assert_eq!(
+            &topics(&buf)[..4],
+            [
+                "city/e/noise/first0",
+                "city/e/noise/late0",
+                "city/e/noise/late1",
+                "city/e/noise/late2"
+            ]
+        );
+        assert!(started.elapsed() < GATHER_WAIT);
+        assert_eq!((pace.target, pace.reached), (4, 1));
+    }
+
+    /// The broker's whole window is in the batch: nothing more comes until it is acked. The
+    /// wait ends at the deadline and the target drops to what came, so that the next batch
+    /// goes without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_stops_short_of_the_target_lowers_it_to_what_came() {
+        let (_tx, mut rx, mut buf) = gather_setup(3);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let uncommitted = Uncommitted::default();
+        let mut pace = streaming(STREAM_TARGET_MAX);
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            gather(&mut rx, &mut buf, &uncommitted, &mut pace, &mut stop).await,
+            Gathered::Go
+        ));
+        assert_eq!(started.elapsed(), GATHER_WAIT);
+        assert_eq!(buf.len(), 3);
+        assert_eq!(pace.target, 3);
+        // The next batch of three, streaming as well, goes at once.
+        pace.last_flush = Some(tokio::time::Instant::now());
+        let (_tx2, mut rx2, mut buf2) = gather_setup(3);
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            gather(&mut rx2, &mut buf2, &uncommitted, &mut pace, &mut stop).await,
+            Gathered::Go
+        ));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(buf2.len(), 3);
+    }
+
+    #[test]
+    fn the_stream_target_doubles_only_after_a_long_run_of_batches_that_reach_it() {
+        let mut pace = Pace {
+            target: 3,
+            ..Pace::default()
+        };
+        for _ in 1..STREAM_GROW_AFTER {
+            pace.gathered(3, true);
+        }
+        assert_eq!(pace.target, 3);
+        pace.gathered(3, true);
+        assert_eq!(pace.target, 6);
+        for _ in 0..8 * STREAM_GROW_AFTER {
+            pace.gathered(pace.target, true);
+        }
+        assert_eq!(pace.target, STREAM_TARGET_MAX);
+        // One short gather restarts the count.
+        pace.gathered(10, false);
+        assert_eq!((pace.target, pace.reached), (10, 0));
+        pace.gathered(0, false);
+        assert_eq!(pace.target, 1);
+    }
+
+    /// A target met on arrival counts, or a target lowered by one short stream would never
+    /// grow again.
+    #[tokio::test(start_paused = true)]
+    async fn a_low_target_met_on_arrival_grows_back() {
+        let (_tx, mut rx, mut buf) = gather_setup(2);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let mut pace = streaming(2);
+        for _ in 0..STREAM_GROW_AFTER {
+            pace.last_flush = Some(tokio::time::Instant::now());
+            assert!(matches!(
+                gather(
+                    &mut rx,
+                    &mut buf,
+                    &Uncommitted::default(),
+                    &mut pace,
+                    &mut stop
+                )
+                .await,
+                Gathered::Go
+            ));
+        }
+        assert_eq!(pace.target, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_streaming_the_batcher_sends_at_once_whatever_its_target() {
+        let (_tx, mut rx, mut buf) = gather_setup(1);
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let mut pace = streaming(STREAM_TARGET_MAX);
+        // The last batch went more than GATHER_WAIT ago: a lone message, not a stream.
+        tokio::time::advance(GATHER_WAIT * 2).await;
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            gather(
+                &mut rx,
+                &mut buf,
+                &Uncommitted::default(),
+                &mut pace,
+                &mut stop
+            )
+            .await,
+            Gathered::Go
+        ));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(buf.len(), 1);
+        assert_eq!(pace.target, STREAM_TARGET_MAX);
     }
 
     #[tokio::test]
@@ -1303,7 +1569,14 @@ mod tests {
         let uncommitted = one_commit_pending();
         stop_tx.send(true).expect("stop");
         assert!(matches!(
-            gather(&mut rx, &mut buf, &uncommitted, &mut stop).await,
+            gather(
+                &mut rx,
+                &mut buf,
+                &uncommitted,
+                &mut Pace::default(),
+                &mut stop
+            )
+            .await,
             Gathered::Stop
         ));
     }
