@@ -1242,37 +1242,38 @@ mod tests {
         queue(6);
         let mut buf = Vec::new();
         rx.recv_many(&mut buf, 1).await;
-        assert!(matches!(
-            gather(
-                &mut rx,
-                &mut buf,
-                &uncommitted,
-                &mut Pace::default(),
-                &mut stop
-            )
-            .await,
-            Gathered::Go
-        ));
+        assert!(goes_idle(&mut rx, &mut buf, &uncommitted, &mut stop).await);
         assert_eq!(buf.len(), 1);
         // A batch still committing: what is queued joins this one, up to GATHER_MIN at least.
         uncommitted.count.store(1, Ordering::SeqCst);
         queue(GATHER_MIN + 10);
-        assert!(matches!(
-            gather(
-                &mut rx,
-                &mut buf,
-                &uncommitted,
-                &mut Pace::default(),
-                &mut stop
-            )
-            .await,
-            Gathered::Go
-        ));
+        assert!(goes_idle(&mut rx, &mut buf, &uncommitted, &mut stop).await);
         assert!(buf.len() >= GATHER_MIN, "{}", buf.len());
         assert_eq!(
             rx.queued.messages.load(Ordering::SeqCst),
             5 + GATHER_MIN + 10 + 1 - buf.len()
         );
+    }
+
+    /// Runs `gather` and says whether the batch goes (`Gathered::Go`, not a stop).
+    async fn goes(
+        rx: &mut QueueReceiver,
+        buf: &mut Vec<Message>,
+        uncommitted: &Uncommitted,
+        pace: &mut Pace,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        matches!(gather(rx, buf, uncommitted, pace, stop).await, Gathered::Go)
+    }
+
+    /// [`goes`] for a batcher that is not streaming (its last batch went long ago, or never).
+    async fn goes_idle(
+        rx: &mut QueueReceiver,
+        buf: &mut Vec<Message>,
+        uncommitted: &Uncommitted,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        goes(rx, buf, uncommitted, &mut Pace::default(), stop).await
     }
 
     /// A batcher test's queue, with `n` messages already taken into `buf`.
@@ -1318,17 +1319,7 @@ mod tests {
             acker.done.notify_one();
             tx
         });
-        assert!(matches!(
-            gather(
-                &mut rx,
-                &mut buf,
-                &uncommitted,
-                &mut Pace::default(),
-                &mut stop
-            )
-            .await,
-            Gathered::Go
-        ));
+        assert!(goes_idle(&mut rx, &mut buf, &uncommitted, &mut stop).await);
         let _tx = feeder.await.expect("feeder");
         assert_eq!(
             topics(&buf),
@@ -1357,17 +1348,7 @@ mod tests {
             }
             tx
         });
-        assert!(matches!(
-            gather(
-                &mut rx,
-                &mut buf,
-                &uncommitted,
-                &mut Pace::default(),
-                &mut stop
-            )
-            .await,
-            Gathered::Go
-        ));
+        assert!(goes_idle(&mut rx, &mut buf, &uncommitted, &mut stop).await);
         let _tx = feeder.await.expect("feeder");
         assert_eq!(topics(&buf), ["city/e/noise/first0", "city/e/noise/first1"]);
         assert_eq!(rx.queued.messages.load(Ordering::SeqCst), 3);
@@ -1404,17 +1385,7 @@ mod tests {
         let (_stop_tx, mut stop) = watch::channel(false);
         let uncommitted = Uncommitted::default();
         assert!(tx.push(msg("city/e/noise/queued", "{}", None)));
-        assert!(matches!(
-            gather(
-                &mut rx,
-                &mut buf,
-                &uncommitted,
-                &mut Pace::default(),
-                &mut stop
-            )
-            .await,
-            Gathered::Go
-        ));
+        assert!(goes_idle(&mut rx, &mut buf, &uncommitted, &mut stop).await);
         assert_eq!(topics(&buf), ["city/e/noise/first0"]);
         assert_eq!(rx.queued.messages.load(Ordering::SeqCst), 1);
     }
@@ -1442,10 +1413,7 @@ mod tests {
             tx
         });
         let started = tokio::time::Instant::now();
-        assert!(matches!(
-            gather(&mut rx, &mut buf, &uncommitted, &mut pace, &mut stop).await,
-            Gathered::Go
-        ));
+        assert!(goes(&mut rx, &mut buf, &uncommitted, &mut pace, &mut stop).await);
         let _tx = feeder.await.expect("feeder");
         // It went as soon as the target was there, not at the deadline.
         assert!(buf.len() >= 4, "{}", buf.len());
@@ -1472,10 +1440,7 @@ mod tests {
         let uncommitted = Uncommitted::default();
         let mut pace = streaming(STREAM_TARGET_MAX);
         let started = tokio::time::Instant::now();
-        assert!(matches!(
-            gather(&mut rx, &mut buf, &uncommitted, &mut pace, &mut stop).await,
-            Gathered::Go
-        ));
+        assert!(goes(&mut rx, &mut buf, &uncommitted, &mut pace, &mut stop).await);
         assert_eq!(started.elapsed(), GATHER_WAIT);
         assert_eq!(buf.len(), 3);
         assert_eq!(pace.target, 3);
@@ -1483,10 +1448,7 @@ mod tests {
         pace.last_flush = Some(tokio::time::Instant::now());
         let (_tx2, mut rx2, mut buf2) = gather_setup(3);
         let started = tokio::time::Instant::now();
-        assert!(matches!(
-            gather(&mut rx2, &mut buf2, &uncommitted, &mut pace, &mut stop).await,
-            Gathered::Go
-        ));
+        assert!(goes(&mut rx2, &mut buf2, &uncommitted, &mut pace, &mut stop).await);
         assert_eq!(started.elapsed(), Duration::ZERO);
         assert_eq!(buf2.len(), 3);
     }
@@ -1521,19 +1483,10 @@ mod tests {
         let (_tx, mut rx, mut buf) = gather_setup(2);
         let (_stop_tx, mut stop) = watch::channel(false);
         let mut pace = streaming(2);
+        let idle = Uncommitted::default();
         for _ in 0..STREAM_GROW_AFTER {
             pace.last_flush = Some(tokio::time::Instant::now());
-            assert!(matches!(
-                gather(
-                    &mut rx,
-                    &mut buf,
-                    &Uncommitted::default(),
-                    &mut pace,
-                    &mut stop
-                )
-                .await,
-                Gathered::Go
-            ));
+            assert!(goes(&mut rx, &mut buf, &idle, &mut pace, &mut stop).await);
         }
         assert_eq!(pace.target, 4);
     }
@@ -1546,17 +1499,8 @@ mod tests {
         // The last batch went more than GATHER_WAIT ago: a lone message, not a stream.
         tokio::time::advance(GATHER_WAIT * 2).await;
         let started = tokio::time::Instant::now();
-        assert!(matches!(
-            gather(
-                &mut rx,
-                &mut buf,
-                &Uncommitted::default(),
-                &mut pace,
-                &mut stop
-            )
-            .await,
-            Gathered::Go
-        ));
+        let idle = Uncommitted::default();
+        assert!(goes(&mut rx, &mut buf, &idle, &mut pace, &mut stop).await);
         assert_eq!(started.elapsed(), Duration::ZERO);
         assert_eq!(buf.len(), 1);
         assert_eq!(pace.target, STREAM_TARGET_MAX);
