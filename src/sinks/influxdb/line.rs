@@ -9,7 +9,9 @@
 //!   tag named `sensor` never overrides the sensor id;
 //! - fields: one float per metric (`ph=7.21`, `level=3`: no `i` suffix, so always a float,
 //!   whatever the value), plus `quality="good"` or `"suspect"` (the worst of the point's
-//!   readings); non-finite values are left out;
+//!   readings); non-finite values are left out. Fields keep the readings' order, except that
+//!   a metric starting with a tab or NUL never comes first (parsers skip those blanks before
+//!   the fields): the next metric, or else the quality field, leads;
 //! - timestamp: the reading's, in milliseconds.
 //!
 //! `water_quality,district=清城区,sensor=wq-001,site=north ph=7.21,turbidity=3.5,quality="good" 1767225600000`
@@ -100,36 +102,67 @@ pub fn encode_readings(out: &mut Vec<u8>, readings: &[Reading]) -> usize {
 /// One line for readings of one point; false (nothing written) if no value is finite, since
 /// a line needs at least one field and a quality alone says nothing.
 fn encode_point(out: &mut Vec<u8>, run: &[Reading]) -> bool {
-    let mut values = run.iter().filter(|r| r.value.is_finite()).peekable();
-    if values.peek().is_none() {
+    let Some(first_value) = run.iter().position(|r| r.value.is_finite()) else {
         return false;
-    }
+    };
     let first = &run[0];
     escape(out, &first.kind, &MEASUREMENT_SPECIALS);
     write_reading_tags(out, &first.sensor, first.tags.as_deref().unwrap_or(&[]));
-    let mut sep = b' ';
-    let mut has_quality_metric = false;
-    for r in values {
-        out.push(sep);
-        sep = b',';
+    // Parsers skip the blanks between the tags and the fields (citygate's decoder and
+    // VictoriaMetrics spaces and tabs, InfluxDB a NUL too), and no escape keeps them, so a
+    // field key starting with one must not come first: a field whose key starts plainly
+    // leads, or failing that the quality field.
+    let lead = run[first_value..]
+        .iter()
+        .position(|r| r.value.is_finite() && !starts_blank(&r.metric))
+        .map(|i| first_value + i);
+    let has_quality_metric = run
+        .iter()
+        .any(|r| r.value.is_finite() && r.metric == "quality");
+    out.push(b' ');
+    let mut sep_needed = false;
+    if lead.is_none() && !has_quality_metric {
+        write_quality_field(out, run);
+        sep_needed = true;
+    }
+    let others = run
+        .iter()
+        .enumerate()
+        .filter(|&(i, r)| Some(i) != lead && r.value.is_finite())
+        .map(|(_, r)| r);
+    for r in lead.map(|i| &run[i]).into_iter().chain(others) {
+        if sep_needed {
+            out.push(b',');
+        }
+        sep_needed = true;
         escape(out, &r.metric, &KEY_SPECIALS);
         out.push(b'=');
         write_float(out, r.value);
-        has_quality_metric |= r.metric == "quality";
     }
     // A metric called `quality` would clash with the field; the value wins, not the label.
-    if !has_quality_metric {
-        let worst = if run.iter().any(|r| r.quality == Quality::Suspect) {
-            Quality::Suspect
-        } else {
-            Quality::Good
-        };
-        out.extend_from_slice(b",quality=\"");
-        out.extend_from_slice(worst.as_str().as_bytes());
-        out.push(b'"');
+    if lead.is_some() && !has_quality_metric {
+        out.push(b',');
+        write_quality_field(out, run);
     }
     write_timestamp(out, first.ts);
     true
+}
+
+/// `quality="good"` or `"suspect"`: the worst of the point's readings.
+fn write_quality_field(out: &mut Vec<u8>, run: &[Reading]) {
+    let worst = if run.iter().any(|r| r.quality == Quality::Suspect) {
+        Quality::Suspect
+    } else {
+        Quality::Good
+    };
+    out.extend_from_slice(b"quality=\"");
+    out.extend_from_slice(worst.as_str().as_bytes());
+    out.push(b'"');
+}
+
+/// Whether a line-protocol parser would skip the first character as a blank.
+fn starts_blank(key: &str) -> bool {
+    matches!(key.as_bytes().first(), Some(b'\t' | b'\0'))
 }
 
 /// `sensor=<id>` merged in key order with the sensor's tags.
