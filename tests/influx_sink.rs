@@ -407,10 +407,12 @@ async fn kill_9_during_an_outage_then_recovery_stores_the_exact_count_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_stops_the_mqtt_acks_and_the_broker_keeps_the_rest() {
-    use common::mosquitto::Mosquitto;
+    use common::mosquitto::{Mosquitto, MosquittoOptions};
     use common::publisher::{Proto, Publisher};
 
-    let broker = Mosquitto::start();
+    // Every packet logged: if the broker keeps messages back, its log says whether it never
+    // sent them or never had them acked (a rare failure here that is not understood yet).
+    let broker = Mosquitto::start_with(MosquittoOptions::default().with_packet_log());
     let mut vm = Victoria::start().await;
     vm.stop();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -445,10 +447,22 @@ async fn a_full_outbox_stops_the_mqtt_acks_and_the_broker_keeps_the_rest() {
     vm.restart().await;
     let gw = common::start(dir.path(), &config).await;
     let api = Api::new(&gw);
-    common::wait_health(&api, "everything delivered", |h| {
-        outbox_points(h) == 0
-            && common::count(gw.db_path(), "SELECT count(*) FROM readings") == 2 * n as i64
-    })
+    common::wait_health_or_explain(
+        &api,
+        "everything delivered",
+        |h| {
+            outbox_points(h) == 0
+                && common::count(gw.db_path(), "SELECT count(*) FROM readings") == 2 * n as i64
+        },
+        || {
+            format!(
+                "readings: {}\nbroker: {}\nbroker log's end:\n{}",
+                common::count(gw.db_path(), "SELECT count(*) FROM readings"),
+                broker.unacked_deliveries("citygate-test-full"),
+                broker.log_tail(60)
+            )
+        },
+    )
     .await;
     let n_stored = vm
         .wait_for_samples(
@@ -457,7 +471,12 @@ async fn a_full_outbox_stops_the_mqtt_acks_and_the_broker_keeps_the_rest() {
             STORE_DEADLINE,
         )
         .await;
-    assert_eq!(n_stored, 2 * n, "broker log:\n{}", broker.log());
+    assert_eq!(
+        n_stored,
+        2 * n,
+        "broker log's end:\n{}",
+        broker.log_tail(60)
+    );
     gw.shutdown().await.expect("shutdown");
 }
 

@@ -212,6 +212,16 @@ pub async fn wait_alert_output(api: &Api, done: impl Fn(&Value) -> bool) -> Valu
 /// Waits (a failure guard, not a timing check) until `done` holds for the gateway's
 /// `/health`, and returns it; panics naming `what` after [`STORE_DEADLINE`].
 pub async fn wait_health(api: &Api, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    wait_health_or_explain(api, what, done, String::new).await
+}
+
+/// `wait_health`, with `explain()` (a service's log, say) in the message if it times out.
+pub async fn wait_health_or_explain(
+    api: &Api,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+    explain: impl Fn() -> String,
+) -> Value {
     let until = std::time::Instant::now() + STORE_DEADLINE;
     loop {
         let (_, health) = api.get("/health").await;
@@ -220,7 +230,8 @@ pub async fn wait_health(api: &Api, what: &str, done: impl Fn(&Value) -> bool) -
         }
         assert!(
             std::time::Instant::now() < until,
-            "timed out waiting for {what}: {health}"
+            "timed out waiting for {what}: {health}\n{}",
+            explain()
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

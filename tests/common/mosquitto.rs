@@ -75,6 +75,9 @@ pub struct MosquittoOptions {
     pub users: Vec<(String, String)>,
     /// `max_inflight_messages` per client (mosquitto's default is 20).
     pub max_inflight: Option<u16>,
+    /// Logs every packet (`log_type debug`), for `unacked_deliveries`. Verbose: only for
+    /// tests that move a few thousand messages.
+    pub packet_log: bool,
 }
 
 impl MosquittoOptions {
@@ -89,6 +92,11 @@ impl MosquittoOptions {
 
     pub fn with_user(mut self, name: &str, password: &str) -> Self {
         self.users.push((name.into(), password.into()));
+        self
+    }
+
+    pub fn with_packet_log(mut self) -> Self {
+        self.packet_log = true;
         self
     }
 }
@@ -191,6 +199,9 @@ impl Mosquitto {
             dir = dir.display(),
             inflight = opts.max_inflight.unwrap_or(20),
         );
+        if opts.packet_log {
+            conf.push_str("log_type debug\n");
+        }
         if let (Some((cert, key, ca)), Some(tls_port)) = (&opts.tls, self.tls_port) {
             conf.push_str(&format!(
                 "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
@@ -296,6 +307,58 @@ impl Mosquitto {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// From a packet log (`with_packet_log`): what the broker sent `client` since its last
+    /// connection and never had acked, as "m<mid>" (with "d1" for a resend), and the counts.
+    /// Says which side held a message that never arrived: the broker (never sent) or the
+    /// connection and the client (sent, no PUBACK).
+    pub fn unacked_deliveries(&self, client: &str) -> String {
+        let log = self.log();
+        let connected = format!(" as {client} (");
+        let session = log
+            .match_indices("New client connected from ")
+            .filter(|&(at, _)| {
+                log[at..]
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.contains(&connected))
+            })
+            .last()
+            .map_or(&log[..], |(at, _)| &log[at..]);
+        let (sent_prefix, ack_prefix) = (
+            format!("Sending PUBLISH to {client} ("),
+            format!("Received PUBACK from {client} (Mid: "),
+        );
+        let mut open = std::collections::BTreeMap::<u16, String>::new();
+        let (mut sent, mut acked) = (0, 0);
+        for line in session.lines() {
+            if let Some(rest) = line.split_once(&sent_prefix).map(|(_, r)| r) {
+                // (d0, q1, r0, m12, 'topic', ... (n bytes))
+                let flags: Vec<&str> = rest.split(", ").take(4).collect();
+                if let Some(mid) = flags.get(3).and_then(|m| m.strip_prefix('m')?.parse().ok()) {
+                    sent += 1;
+                    open.insert(mid, flags[0].to_string());
+                }
+            } else if let Some(rest) = line.split_once(&ack_prefix).map(|(_, r)| r) {
+                if let Some(mid) = rest.split([',', ')']).next().and_then(|m| m.parse().ok()) {
+                    acked += 1;
+                    open.remove(&mid);
+                }
+            }
+        }
+        let open: Vec<String> = open.iter().map(|(m, d)| format!("m{m}({d})")).collect();
+        format!(
+            "since the last connection the broker sent {client} {sent} PUBLISH and received \
+             {acked} PUBACK; sent and never acked: {open:?}"
+        )
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     fn signal(&mut self, sig: &str) {
