@@ -73,6 +73,32 @@ impl TokenBucket {
     }
 }
 
+/// A bucket made on first use, kept in the bucket's own 16 bytes (an `Option` would take 24):
+/// the pipeline keeps one per sensor, 100,000s of them, most never used. "Not made" is a NaN
+/// token count, which a made bucket never has (its rate and burst are finite, its count
+/// clamped to the burst).
+#[derive(Clone, Copy, Debug)]
+pub struct LazyBucket(TokenBucket);
+
+impl Default for LazyBucket {
+    fn default() -> Self {
+        LazyBucket(TokenBucket {
+            tokens: f64::NAN,
+            at: 0,
+        })
+    }
+}
+
+impl LazyBucket {
+    /// The bucket, made full now if it was not made yet.
+    pub fn get_or_full(&mut self, rate: &Rate, now: TimestampMs) -> &mut TokenBucket {
+        if self.0.tokens.is_nan() {
+            self.0 = TokenBucket::full(rate, now);
+        }
+        &mut self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +132,18 @@ mod tests {
         // ...but the bucket refills from the new time on, not from the old one
         assert_eq!(b.take(&rate, 10_000 - 3_600_000 + 1_000), Ok(()));
         assert!(b.take(&rate, 10_000 - 3_600_000 + 1_500).is_err());
+    }
+
+    #[test]
+    fn a_lazy_bucket_is_made_full_on_first_use_and_kept() {
+        let rate = Rate::new(1.0, 2).expect("a limit");
+        let mut lazy = LazyBucket::default();
+        assert_eq!(lazy.get_or_full(&rate, 5_000).take(&rate, 5_000), Ok(()));
+        assert_eq!(lazy.get_or_full(&rate, 5_000).take(&rate, 5_000), Ok(()));
+        // Spent, not made again: the third token comes a second later.
+        assert_eq!(lazy.get_or_full(&rate, 5_000).take(&rate, 5_000), Err(1000));
+        assert_eq!(lazy.get_or_full(&rate, 6_000).last_seen(), 5_000);
+        assert_eq!(std::mem::size_of::<LazyBucket>(), 16);
     }
 
     #[test]

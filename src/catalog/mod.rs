@@ -113,6 +113,11 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether the rule reads a window of the metric's readings (and so needs its series).
+    pub fn is_windowed(&self) -> bool {
+        matches!(self.source, ValueSource::Window { .. })
+    }
+
     fn compile(spec: &RuleSpec, kind: &Kind) -> Option<Rule> {
         let metric = kind.metric_index(&spec.metric)?;
         let source = match (spec.window, spec.aggregate, spec.rate_per) {
@@ -218,6 +223,10 @@ pub struct SensorProfile {
     pub rules: Arc<[Rule]>,
     /// Rule indices by metric index.
     pub rules_by_metric: Arc<[Vec<usize>]>,
+    /// By metric index: where the metric's samples are among a sensor's series, if a window
+    /// rule reads it. Series follow metric order. Here, once per profile, rather than in
+    /// each sensor's state for each metric.
+    pub series_by_metric: Arc<[Option<u16>]>,
     pub offline_after_ms: Option<i64>,
     pub tags: Option<Tags>,
 }
@@ -304,6 +313,7 @@ impl Catalog {
                 metrics: default.metrics.clone(),
                 rules: default.rules.clone(),
                 rules_by_metric: default.rules_by_metric.clone(),
+                series_by_metric: default.series_by_metric.clone(),
                 offline_after_ms: default.offline_after_ms,
                 tags: Some(tags),
             })),
@@ -369,6 +379,18 @@ fn build_profile(
     for (i, r) in rules.iter().enumerate() {
         rules_by_metric[r.metric].push(i);
     }
+    // Config validation caps a kind's metrics at u16::MAX (`MAX_PER_KIND`), so every index fits.
+    let mut next_series = 0u16;
+    let series_by_metric: Vec<Option<u16>> = rules_by_metric
+        .iter()
+        .map(|of_metric| {
+            let windowed = of_metric.iter().any(|&i| rules[i].is_windowed());
+            windowed.then(|| {
+                next_series += 1;
+                next_series - 1
+            })
+        })
+        .collect();
     let offline_after = sensor
         .and_then(|s| s.offline_after)
         .or(spec.offline_after)
@@ -378,6 +400,7 @@ fn build_profile(
         metrics: metrics.into(),
         rules: rules.into(),
         rules_by_metric: rules_by_metric.into(),
+        series_by_metric: series_by_metric.into(),
         offline_after_ms: offline_after,
         tags,
     }

@@ -332,6 +332,20 @@ pub(super) fn check(tree: Value) -> Result<Config, ConfigError> {
         if v.flatline_count < 2 {
             p.push("validation.flatline_count", "must be at least 2");
         }
+        // The pipeline keeps a run's length in 30 bits and its span in 32-bit milliseconds
+        // (per series, 100,000s of them): a flatline past either could never be seen.
+        if v.flatline_count > crate::pipeline::MAX_RUN {
+            p.push(
+                "validation.flatline_count",
+                format!("must be at most {}", crate::pipeline::MAX_RUN),
+            );
+        }
+        if v.flatline_duration.as_millis() > i64::from(crate::pipeline::MAX_RUN_SPAN_MS) {
+            p.push(
+                "validation.flatline_duration",
+                "must be at most 49 days (4,294,967,295 ms)",
+            );
+        }
         if v.max_sensors == 0 {
             p.push("validation.max_sensors", "must be at least 1");
         }

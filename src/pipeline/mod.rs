@@ -24,7 +24,7 @@ use crate::catalog::spec::Aggregate;
 use crate::catalog::{Catalog, Rule, SensorProfile, ValueSource};
 use crate::config::{Config, SuspectPolicy, UnknownPolicy};
 use crate::id_map::{IdMap, Keyed};
-use crate::limits::{Rate, TokenBucket};
+use crate::limits::{LazyBucket, Rate};
 use crate::model::{
     Alert, AlertState, Batch, DeadLetter, DeviceHealth, Reading, Tags, TimestampMs,
 };
@@ -33,6 +33,7 @@ pub use alerts::{AckError, DEVICE_RULE, FAULT_RULE, OFFLINE_RULE, RESERVED_RULES
 use alerts::{ActiveAlert, AlertRef, SensorAlerts, Slot};
 pub use validate::fmt_ts as fmt_time;
 use validate::{MetricState, Verdict};
+pub use validate::{MAX_RUN, MAX_RUN_SPAN_MS};
 use window::{Candidates, Series, WindowAgg};
 
 /// Validation and alert settings, resolved from config to plain numbers.
@@ -130,11 +131,6 @@ impl Output {
     }
 }
 
-/// Whether a rule keeps a [`WindowAgg`] (in [`SensorState::windows`]).
-fn is_windowed(rule: &Rule) -> bool {
-    matches!(rule.source, ValueSource::Window { .. })
-}
-
 /// Whether a rule keeps a list of readings (in [`SensorState::aux`]): a max or min window's
 /// candidates, or a rate rule's recent readings (thinned to a few hundred per span).
 fn needs_aux(rule: &Rule) -> bool {
@@ -168,17 +164,20 @@ struct SensorState {
     /// [`Series::first_window`], in rule order): where its window starts in its metric's
     /// series, and its running aggregate.
     windows: Box<[WindowAgg]>,
-    /// One per rule that [`needs_aux`], in rule order, made on first use. Apart from
-    /// `windows` so that sums and means, most windowed rules, do not pay a word for it.
-    aux: Box<[Candidates]>,
+    /// One per rule that [`needs_aux`], in rule order, made on first use; the list too, so
+    /// that the many sensors with no such rule pay one word for it, not a slice's two.
+    aux: Option<Box<AuxList>>,
     /// The samples of each metric that has windowed rules, shared by them.
     series: Box<[Series]>,
     /// Active alerts, including `offline` and `device_offline` (a polled device that stopped
     /// answering; while it is active the deadman stays quiet, since the cause is known).
     alerts: SensorAlerts,
     /// The sensor's MQTT rate limit, made on its first reading over MQTT.
-    bucket: Option<TokenBucket>,
+    bucket: LazyBucket,
 }
+
+/// [`SensorState::aux`]'s list, behind one thin pointer.
+struct AuxList(Box<[Candidates]>);
 
 impl Keyed for SensorState {
     fn key(&self) -> &str {
@@ -188,43 +187,36 @@ impl Keyed for SensorState {
 
 impl SensorState {
     fn new(id: CompactString, profile: Arc<SensorProfile>, now: TimestampMs) -> Self {
-        let mut metrics: Box<[MetricState]> = (0..profile.metrics.len())
+        let metrics: Box<[MetricState]> = (0..profile.metrics.len())
             .map(|_| MetricState::default())
             .collect();
+        // A series per metric that a window rule reads (the profile's `series_by_metric`, in
+        // metric order), each with its rules' windows together.
         let mut series: Vec<Series> = Vec::new();
         let mut windows = 0;
-        for rule in profile.rules.iter() {
-            if let ValueSource::Window { .. } = rule.source {
-                let Some(metric) = metrics.get_mut(rule.metric) else {
-                    continue;
-                };
-                if metric.series().is_none() {
-                    // Config validation caps a kind's metrics and rules at u16::MAX
-                    // (`MAX_PER_KIND` in src/config/validate.rs).
-                    metric.set_series(series.len() as u16);
-                    series.push(Series::new(windows as u16));
-                    let of_metric = profile.rules_by_metric.get(rule.metric);
-                    let of_metric = of_metric.map(|rules| rules.as_slice()).unwrap_or_default();
-                    windows += of_metric
-                        .iter()
-                        .filter(|&&i| is_windowed(&profile.rules[i]))
-                        .count();
-                }
+        for (m, at) in profile.series_by_metric.iter().enumerate() {
+            if at.is_some() {
+                // Config validation caps a kind's metrics and rules at u16::MAX
+                // (`MAX_PER_KIND` in src/config/validate.rs).
+                series.push(Series::new(windows as u16));
+                let of_metric = profile.rules_by_metric.get(m);
+                let of_metric = of_metric.map(|rules| rules.as_slice()).unwrap_or_default();
+                windows += of_metric
+                    .iter()
+                    .filter(|&&i| profile.rules[i].is_windowed())
+                    .count();
             }
         }
         SensorState {
             metrics,
             windows: (0..windows).map(|_| WindowAgg::default()).collect(),
-            aux: (profile.rules.iter())
-                .filter(|r| needs_aux(r))
-                .map(|_| None)
-                .collect(),
+            aux: None,
             series: series.into_boxed_slice(),
             id,
             profile,
             last_seen: now,
             alerts: SensorAlerts::default(),
-            bucket: None,
+            bucket: LazyBucket::default(),
         }
     }
 
@@ -632,9 +624,7 @@ impl Pipeline {
         };
         // The sensor's MQTT rate limit, spent before anything else is checked.
         if let Some(rate) = rate {
-            let bucket = state
-                .bucket
-                .get_or_insert_with(|| TokenBucket::full(rate, now));
+            let bucket = state.bucket.get_or_full(rate, now);
             if let Err(wait_ms) = bucket.take(rate, now) {
                 let detail = format!(
                     "sensor {} sends more than validation.sensor_rate ({} readings/s, burst {}); \
@@ -858,8 +848,8 @@ fn run_rules(
     local: &mut LocalTime,
     ctx: &mut alerts::Ctx,
 ) {
-    let at = state.metrics.get(m).and_then(MetricState::series);
-    let mut series = at.and_then(|i| state.series.get_mut(i));
+    let at = profile.series_by_metric.get(m).copied().flatten();
+    let mut series = at.and_then(|i| state.series.get_mut(usize::from(i)));
     if let Some(s) = series.as_deref_mut() {
         s.push(r.ts, r.value);
     }
@@ -877,9 +867,12 @@ fn run_rules(
         // Rare (rate rules, max and min windows), so counted here rather than kept.
         let aux = needs_aux(rule)
             .then(|| {
+                let list = state.aux.get_or_insert_with(|| {
+                    let n = profile.rules.iter().filter(|r| needs_aux(r)).count();
+                    Box::new(AuxList((0..n).map(|_| None).collect()))
+                });
                 let before = profile.rules.get(..i).unwrap_or_default();
-                state
-                    .aux
+                list.0
                     .get_mut(before.iter().filter(|r| needs_aux(r)).count())
             })
             .flatten();

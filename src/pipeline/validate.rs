@@ -14,14 +14,15 @@ const RECENT: usize = 4;
 const FORGOTTEN: i32 = i32::MIN;
 
 /// The state of one series (sensor × metric). One per metric of every sensor, so every
-/// byte counts: the series' sensor-fault alert lives with the sensor's other alerts, and
-/// "no reading yet" is `run == 0` rather than an `Option` around the last reading.
+/// byte counts (72): the series' sensor-fault alert lives with the sensor's other alerts,
+/// where its samples are is the profile's (`series_by_metric`), "no reading yet" is a run of
+/// 0 rather than an `Option` around the last reading, and the recent ring's position shares a
+/// word with the run's length.
 pub(super) struct MetricState {
     /// The last reading that moved the series forward (not out of order, not a spike);
-    /// meaningless while `run` is 0.
+    /// meaningless while the run is 0.
     last_ts: i64,
     last_v: f64,
-    run_since: i64,
     /// Recent readings' value bits, to tell a replay from a conflicting duplicate, and their
     /// timestamps as offsets from `last_ts` (moved along with it): 16 bytes less per series
     /// than full timestamps. A reading more than 24 days (i32 milliseconds) from `last_ts` is
@@ -30,46 +31,51 @@ pub(super) struct MetricState {
     /// default) only when it is raised past 24 days.
     recent_v: [u64; RECENT],
     recent_dt: [i32; RECENT],
-    /// Length and start of the current run of identical values; 0 until the first reading,
-    /// and never 0 again after it.
-    run: u32,
-    recent_pos: u8,
-    /// Where this metric's samples are in its sensor's series, if a windowed rule reads
-    /// it ([`NO_SERIES`] if not): kept here, in padding, rather than in the series.
-    series: u16,
+    /// How long the current run of identical values has lasted: `last_ts` less its first
+    /// reading's time, in milliseconds, stopping at [`MAX_RUN_SPAN_MS`] (config validation
+    /// keeps `flatline_duration` under it).
+    run_span: u32,
+    /// The run's length (low 30 bits: 0 until the first reading, never 0 again after it,
+    /// stopping at [`MAX_RUN`]) and where the recent ring writes next (top 2 bits).
+    run_and_pos: u32,
 }
 
-/// [`MetricState::series`] of a metric no windowed rule reads. Config validation caps a
-/// kind's metrics at u16::MAX, so no series index reaches it.
-const NO_SERIES: u16 = u16::MAX;
+/// Longest run [`MetricState`] counts; config validation keeps `flatline_count` at most this.
+pub const MAX_RUN: u32 = (1 << 30) - 1;
+
+/// Longest run span [`MetricState`] measures (about 49.7 days).
+pub const MAX_RUN_SPAN_MS: u32 = u32::MAX;
+
+const _: () = assert!(RECENT <= 4, "the ring position has two bits");
 
 impl Default for MetricState {
     fn default() -> Self {
         MetricState {
             last_ts: 0,
             last_v: 0.0,
-            run_since: 0,
             recent_v: [0; RECENT],
             recent_dt: [FORGOTTEN; RECENT],
-            run: 0,
-            recent_pos: 0,
-            series: NO_SERIES,
+            run_span: 0,
+            run_and_pos: 0,
         }
     }
 }
 
 impl MetricState {
-    /// The index of this metric's series in its sensor's, if it has one.
-    pub(super) fn series(&self) -> Option<usize> {
-        (self.series != NO_SERIES).then_some(usize::from(self.series))
+    fn run(&self) -> u32 {
+        self.run_and_pos & MAX_RUN
     }
 
-    pub(super) fn set_series(&mut self, index: u16) {
-        self.series = index;
+    fn set_run(&mut self, run: u32) {
+        self.run_and_pos = (self.run_and_pos & !MAX_RUN) | run.min(MAX_RUN);
+    }
+
+    fn recent_pos(&self) -> usize {
+        (self.run_and_pos >> 30) as usize
     }
 
     fn last(&self) -> Option<(i64, f64)> {
-        (self.run > 0).then_some((self.last_ts, self.last_v))
+        (self.run() > 0).then_some((self.last_ts, self.last_v))
     }
 
     /// `ts` as an offset from `last_ts`, if it fits.
@@ -89,11 +95,10 @@ impl MetricState {
         let Some(dt) = self.offset(ts) else {
             return;
         };
-        let pos = usize::from(self.recent_pos) % RECENT;
+        let pos = self.recent_pos() % RECENT;
         self.recent_dt[pos] = dt;
         self.recent_v[pos] = value.to_bits();
-        // A byte, not a usize: one of these per series, 100,000s of series.
-        self.recent_pos = ((pos + 1) % RECENT) as u8;
+        self.run_and_pos = (self.run_and_pos & MAX_RUN) | ((((pos + 1) % RECENT) as u32) << 30);
     }
 
     /// Moves the series forward to (`ts`, `value`), keeping the recent offsets' meaning.
@@ -108,6 +113,9 @@ impl MetricState {
                 _ => FORGOTTEN,
             };
         }
+        // The run's first reading stays where it was: the span grows by the step.
+        self.run_span =
+            (i64::from(self.run_span) + shift).clamp(0, i64::from(MAX_RUN_SPAN_MS)) as u32;
         (self.last_ts, self.last_v) = (ts, value);
     }
 }
@@ -240,8 +248,8 @@ pub(super) fn check(
         // Last first: the recent offsets count from it.
         st.set_last(r.ts, v);
         st.remember(r.ts, v);
-        st.run = 1;
-        st.run_since = r.ts;
+        st.set_run(1);
+        st.run_span = 0;
         return Verdict::Good;
     };
     if r.ts < last_ts {
@@ -294,19 +302,19 @@ pub(super) fn check(
     let mut verdict = Verdict::Good;
     if metric.flatline {
         if v == last_v {
-            // Saturating: `run` must not wrap back to 0, "no reading yet".
-            st.run = st.run.saturating_add(1);
+            // Stopping at MAX_RUN: the run must not wrap back to 0, "no reading yet".
+            st.set_run(st.run().saturating_add(1));
         } else {
-            st.run = 1;
-            st.run_since = r.ts;
+            st.set_run(1);
+            st.run_span = 0;
         }
-        if st.run >= s.flatline_count && r.ts - st.run_since >= s.flatline_ms {
+        if st.run() >= s.flatline_count && i64::from(st.run_span) >= s.flatline_ms {
             verdict = Verdict::Suspect {
                 reason: "flatline",
                 detail: format!(
                     "{name} has repeated {v} {} times over {} (stuck sensor?)",
-                    st.run,
-                    fmt_dur(r.ts - st.run_since)
+                    st.run(),
+                    fmt_dur(i64::from(st.run_span))
                 ),
                 threshold: f64::from(s.flatline_count),
             };
