@@ -257,9 +257,9 @@ pub struct ValidationConfig {
     pub unknown_metric: UnknownPolicy,
     /// What happens to suspect readings.
     pub suspect: SuspectPolicy,
-    /// A flat line is this many identical consecutive values...
+    /// A flat line is this many identical consecutive values (at most 1,073,741,823)...
     pub flatline_count: u32,
-    /// ...spanning at least this long.
+    /// ...spanning at least this long (at most 49 days).
     pub flatline_duration: Dur,
     /// Most distinct sensors the gateway keeps state for, configured ones included. With
     /// `unknown_sensor = "accept"`, a new sensor id past it is a dead letter
