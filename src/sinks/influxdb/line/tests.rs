@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use compact_str::CompactString;
 use proptest::prelude::*;
 
@@ -470,6 +468,33 @@ fn shown(s: &str) -> String {
     s.replace('\n', "\\n").replace('\r', "\\r")
 }
 
+/// Readings of one point: one per metric, all with the same sensor, kind, tags and time.
+fn one_point(
+    sensor: &str,
+    kind: &str,
+    tag_map: &std::collections::BTreeMap<String, String>,
+    metrics: &std::collections::BTreeMap<String, f64>,
+    ts: i64,
+) -> Vec<Reading> {
+    let tags: Tags = tag_map
+        .iter()
+        .map(|(k, v)| {
+            (
+                CompactString::from(k.as_str()),
+                CompactString::from(v.as_str()),
+            )
+        })
+        .collect();
+    metrics
+        .iter()
+        .map(|(m, v)| {
+            let mut r = Reading::new(sensor, kind, m, *v, ts);
+            r.tags = Some(tags.clone());
+            r
+        })
+        .collect()
+}
+
 /// Short strings over the characters that matter: every special, backslashes, line breaks,
 /// quotes, a tab, a `#`, Chinese and accented letters.
 fn nasty() -> impl Strategy<Value = String> {
@@ -524,17 +549,7 @@ proptest! {
         ),
         ts in any::<i64>(),
     ) {
-        let tag_list: Vec<(CompactString, CompactString)> =
-            tag_map.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect();
-        let tags: Tags = Arc::from(tag_list);
-        let readings: Vec<Reading> = metrics
-            .iter()
-            .map(|(m, v)| {
-                let mut r = Reading::new(&sensor, &kind, m, *v, ts);
-                r.tags = Some(tags.clone());
-                r
-            })
-            .collect();
+        let readings = one_point(&sensor, &kind, &tag_map, &metrics, ts);
         let mut out = Vec::new();
         prop_assert_eq!(encode_readings(&mut out, &readings), 1);
         let point = parse(text(&out));
@@ -620,17 +635,7 @@ proptest! {
         // The decoder refuses times outside years 1970..2100 or so.
         ts in 946_684_800_000i64..4_102_444_800_000,
     ) {
-        let tag_list: Vec<(CompactString, CompactString)> =
-            tag_map.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect();
-        let tags: Tags = Arc::from(tag_list);
-        let readings: Vec<Reading> = metrics
-            .iter()
-            .map(|(m, v)| {
-                let mut r = Reading::new(&sensor, &kind, m, *v, ts);
-                r.tags = Some(tags.clone());
-                r
-            })
-            .collect();
+        let readings = one_point(&sensor, &kind, &tag_map, &metrics, ts);
         let mut out = Vec::new();
         encode_readings(&mut out, &readings);
         let ctx = crate::codec::DecodeContext {
