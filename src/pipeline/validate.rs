@@ -74,6 +74,10 @@ impl MetricState {
         (self.run_and_pos >> 30) as usize
     }
 
+    fn set_recent_pos(&mut self, pos: usize) {
+        self.run_and_pos = (self.run_and_pos & MAX_RUN) | ((pos as u32) << 30);
+    }
+
     fn last(&self) -> Option<(i64, f64)> {
         (self.run() > 0).then_some((self.last_ts, self.last_v))
     }
@@ -98,7 +102,7 @@ impl MetricState {
         let pos = self.recent_pos() % RECENT;
         self.recent_dt[pos] = dt;
         self.recent_v[pos] = value.to_bits();
-        self.run_and_pos = (self.run_and_pos & MAX_RUN) | ((((pos + 1) % RECENT) as u32) << 30);
+        self.set_recent_pos((pos + 1) % RECENT);
     }
 
     /// Moves the series forward to (`ts`, `value`), keeping the recent offsets' meaning.

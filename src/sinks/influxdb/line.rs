@@ -102,42 +102,37 @@ pub fn encode_readings(out: &mut Vec<u8>, readings: &[Reading]) -> usize {
 /// One line for readings of one point; false (nothing written) if no value is finite, since
 /// a line needs at least one field and a quality alone says nothing.
 fn encode_point(out: &mut Vec<u8>, run: &[Reading]) -> bool {
-    let Some(first_value) = run.iter().position(|r| r.value.is_finite()) else {
+    if !run.iter().any(|r| r.value.is_finite()) {
         return false;
-    };
+    }
     let first = &run[0];
     escape(out, &first.kind, &MEASUREMENT_SPECIALS);
     write_reading_tags(out, &first.sensor, first.tags.as_deref().unwrap_or(&[]));
     // Parsers skip the blanks between the tags and the fields (citygate's decoder and
     // VictoriaMetrics spaces and tabs, InfluxDB a NUL too), and no escape keeps them, so a
     // field key starting with one must not come first: a field whose key starts plainly
-    // leads, or failing that the quality field.
-    let lead = run[first_value..]
+    // leads, or failing that the quality field (then no metric is called `quality`).
+    let lead = run
         .iter()
-        .position(|r| r.value.is_finite() && !starts_blank(&r.metric))
-        .map(|i| first_value + i);
-    let has_quality_metric = run
-        .iter()
-        .any(|r| r.value.is_finite() && r.metric == "quality");
+        .position(|r| r.value.is_finite() && !starts_blank(&r.metric));
     out.push(b' ');
-    let mut sep_needed = false;
-    if lead.is_none() && !has_quality_metric {
+    if lead.is_none() {
         write_quality_field(out, run);
-        sep_needed = true;
     }
     let others = run
         .iter()
         .enumerate()
         .filter(|&(i, r)| Some(i) != lead && r.value.is_finite())
         .map(|(_, r)| r);
-    for r in lead.map(|i| &run[i]).into_iter().chain(others) {
-        if sep_needed {
+    let mut has_quality_metric = false;
+    for (n, r) in lead.map(|i| &run[i]).into_iter().chain(others).enumerate() {
+        if n > 0 || lead.is_none() {
             out.push(b',');
         }
-        sep_needed = true;
         escape(out, &r.metric, &KEY_SPECIALS);
         out.push(b'=');
         write_float(out, r.value);
+        has_quality_metric |= r.metric == "quality";
     }
     // A metric called `quality` would clash with the field; the value wins, not the label.
     if lead.is_some() && !has_quality_metric {
